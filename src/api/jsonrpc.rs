@@ -1,0 +1,190 @@
+//! JSON-RPC 2.0 over NDJSON on `--listen`.
+//!
+//! Concurrency design, per connection: a reader loop decodes lines with the NDJSON
+//! codec and spawns one task per request, so requests run concurrently and replies
+//! may come back out of order (matched by `id`). Replies go through a channel to a
+//! single writer task that owns the socket's write half and batches what is ready
+//! before flushing. At most [`MAX_IN_FLIGHT`] requests per connection are in
+//! progress: the reader holds a semaphore permit per request and the writer releases
+//! it only after the reply is written, so a caller that never reads stops its own
+//! reader through TCP backpressure and costs bounded memory, without slowing anyone
+//! else. A request task is not cancelled when its caller disconnects: the session
+//! still runs the command and records the result. `authenticate` is handled inline
+//! by the reader, so requests pipelined behind it see its effect.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::{methods, rpc};
+use crate::error::ManagerError;
+use crate::manager::Manager;
+use crate::wire::{Frame, FrameError, JsonFrameCodec, NewlinePolicy};
+
+/// Requests per connection in progress (running, or reply not yet written).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+type Outgoing = (Vec<u8>, Option<OwnedSemaphorePermit>);
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(listener: TcpListener, manager: Arc<Manager>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let manager = manager.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { connection(stream, peer, manager, shutdown).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JSON-RPC accept failed");
+                // Out of file descriptors and the like: give the system a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    manager: Arc<Manager>,
+    shutdown: CancellationToken,
+) {
+    debug!(%peer, "JSON-RPC connection opened");
+    let (read, write) = stream.into_split();
+    let codec = JsonFrameCodec::new(NewlinePolicy::Ndjson, manager.config().max_frame_bytes);
+    let mut frames = FramedRead::with_capacity(read, codec, 16 * 1024);
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+    let writer = tokio::spawn(write_replies(write, rx));
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let token = manager.config().token.clone();
+    let mut authenticated = token.is_none();
+
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            f = frames.next() => f,
+        };
+        let frame = match frame {
+            None => break,
+            Some(Err(e)) => {
+                debug!(%peer, error = %e, "JSON-RPC read failed");
+                break;
+            }
+            Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => {
+                let _ = tx.send((rpc::failure(None, &ManagerError::TooLarge { limit }), Some(permit)));
+                continue;
+            }
+            Some(Ok(Frame::Invalid(e))) => {
+                let _ = tx.send((rpc::failure(None, &ManagerError::Parse(e.to_string())), Some(permit)));
+                continue;
+            }
+            Some(Ok(Frame::Value(frame))) => frame,
+        };
+        let request = match rpc::parse_request(&frame.strict_bytes()) {
+            Ok(r) => r,
+            Err((id, e)) => {
+                let _ = tx.send((rpc::failure(id.as_deref(), &e), Some(permit)));
+                continue;
+            }
+        };
+        if request.method == "authenticate" {
+            let reply = authenticate(token.as_deref(), request.params.as_deref(), &mut authenticated);
+            if let Some(id) = request.id.as_deref() {
+                let bytes = match reply {
+                    Ok(()) => rpc::success(id, br#"{"authenticated":true}"#),
+                    Err(e) => rpc::failure(Some(id), &e),
+                };
+                let _ = tx.send((bytes, Some(permit)));
+            }
+            continue;
+        }
+        if !authenticated {
+            let e = ManagerError::Unauthorized("authenticate with the manager's token first");
+            if let Some(id) = request.id.as_deref() {
+                let _ = tx.send((rpc::failure(Some(id), &e), Some(permit)));
+            }
+            continue;
+        }
+        let manager = manager.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = methods::call(&manager, &request.method, request.params.as_deref()).await;
+            if let Some(id) = request.id.as_deref() {
+                let bytes = match result {
+                    Ok(body) => rpc::success(id, &body),
+                    Err(e) => rpc::failure(Some(id), &e),
+                };
+                let _ = tx.send((bytes, Some(permit)));
+            }
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+    debug!(%peer, "JSON-RPC connection closed");
+}
+
+fn authenticate(
+    token: Option<&str>,
+    params: Option<&serde_json::value::RawValue>,
+    authenticated: &mut bool,
+) -> Result<(), ManagerError> {
+    let mut p = super::params::Params::from_raw(params)?;
+    let given = p.string("token")?;
+    p.finish()?;
+    match token {
+        None => Ok(()),
+        Some(t) if constant_time_eq(t.as_bytes(), given.as_bytes()) => {
+            *authenticated = true;
+            Ok(())
+        }
+        Some(_) => {
+            info!("JSON-RPC authentication failed");
+            Err(ManagerError::Unauthorized("wrong token"))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes replies as they come, flushing when nothing more is ready; each permit is
+/// released once its reply is handed to the socket.
+async fn write_replies(
+    write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    while let Some((bytes, permit)) = rx.recv().await {
+        if out.write_all(&bytes).await.is_err() {
+            break;
+        }
+        drop(permit);
+        while let Ok((bytes, permit)) = rx.try_recv() {
+            if out.write_all(&bytes).await.is_err() {
+                return;
+            }
+            drop(permit);
+        }
+        if out.flush().await.is_err() {
+            break;
+        }
+    }
+}

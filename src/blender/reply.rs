@@ -1,0 +1,222 @@
+//! Parsing the envelope of an addon reply without rebuilding its result.
+//!
+//! A reply is `{"status": "success", "result": ...}` or
+//! `{"status": "error", "message": "..."}`, optionally with the project's
+//! `"_state": {"objects", "selection", "active"}`. Only the envelope is parsed; the
+//! `result` member is cut out of the frame as a zero-copy slice. Python's `NaN` and
+//! `Infinity` are turned into `null` for everything the manager re-serialises; the
+//! frame as received is kept so the addon-compatible port can relay it unchanged.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::raw_json::RawJson;
+use crate::wire::JsonFrame;
+
+/// Scene state piggybacked on a reply by the project's addon.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct AddonState {
+    #[serde(default)]
+    pub objects: Vec<String>,
+    #[serde(default)]
+    pub selection: Vec<String>,
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+/// One reply from Blender.
+#[derive(Debug, Clone)]
+pub struct BlenderReply {
+    /// The frame as received (non-strict tokens kept).
+    pub frame: JsonFrame,
+    /// `true` for `status: success`.
+    pub success: bool,
+    /// The `result` member as strict JSON (`null` when absent).
+    pub result: RawJson,
+    /// The `message` of an error reply.
+    pub message: Option<String>,
+    /// Piggybacked scene state, when present.
+    pub addon_state: Option<AddonState>,
+    /// Where `_state`'s value sits in `frame` (only when strict == received bytes).
+    state_span: Option<Range<usize>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "_state")]
+    state: Option<&'a RawValue>,
+}
+
+impl BlenderReply {
+    /// Parses a reply frame. The error says what was wrong, for `blender_bad_reply`.
+    pub fn parse(frame: JsonFrame) -> Result<BlenderReply, String> {
+        let strict: Bytes = match frame.strict_bytes() {
+            Cow::Borrowed(_) => frame.bytes().clone(),
+            Cow::Owned(v) => Bytes::from(v),
+        };
+        let same_bytes = !frame.has_nonfinite();
+        if strict.first() != Some(&b'{') {
+            return Err(format!("expected a JSON object, got {}", preview(&strict)));
+        }
+        let env: Envelope<'_> = serde_json::from_slice(&strict)
+            .map_err(|e| format!("{e} in {}", preview(&strict)))?;
+        let slice_of = |raw: &RawValue| -> Range<usize> {
+            let start = raw.get().as_ptr() as usize - strict.as_ptr() as usize;
+            start..start + raw.get().len()
+        };
+        let success = match env.status.as_deref() {
+            Some("success") => true,
+            Some("error") => false,
+            Some(other) => return Err(format!("unknown status {other:?}")),
+            None => return Err(format!("no \"status\" member in {}", preview(&strict))),
+        };
+        let result = match env.result {
+            Some(raw) => RawJson::from_validated(strict.slice(slice_of(raw))),
+            None => RawJson::null(),
+        };
+        let message = env.message.map(|raw| {
+            serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
+        });
+        let (addon_state, state_span) = match env.state {
+            Some(raw) => (
+                serde_json::from_str::<AddonState>(raw.get()).ok(),
+                same_bytes.then(|| slice_of(raw)),
+            ),
+            None => (None, None),
+        };
+        Ok(BlenderReply {
+            frame,
+            success,
+            result,
+            message,
+            addon_state,
+            state_span,
+        })
+    }
+
+    /// The reply as a stock client would have received it from a stock addon: the
+    /// received bytes with the manager-requested `_state` member cut out.
+    pub fn relay_bytes(&self) -> Bytes {
+        let bytes = self.frame.bytes();
+        let Some(span) = &self.state_span else {
+            return bytes.clone();
+        };
+        match cut_member(bytes, span.clone(), b"\"_state\"") {
+            Some((a, b)) => {
+                let mut out = Vec::with_capacity(bytes.len() - (b - a));
+                out.extend_from_slice(&bytes[..a]);
+                out.extend_from_slice(&bytes[b..]);
+                Bytes::from(out)
+            }
+            None => bytes.clone(),
+        }
+    }
+}
+
+/// Finds the byte range to delete to remove the member whose key is `key` and whose
+/// value spans `value`, together with one adjacent comma.
+fn cut_member(b: &[u8], value: Range<usize>, key: &[u8]) -> Option<(usize, usize)> {
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let mut i = value.start;
+    while i > 0 && ws(b[i - 1]) {
+        i -= 1;
+    }
+    if i == 0 || b[i - 1] != b':' {
+        return None;
+    }
+    i -= 1;
+    while i > 0 && ws(b[i - 1]) {
+        i -= 1;
+    }
+    if i < key.len() || &b[i - key.len()..i] != key {
+        return None;
+    }
+    let key_start = i - key.len();
+    let mut before = key_start;
+    while before > 0 && ws(b[before - 1]) {
+        before -= 1;
+    }
+    let mut after = value.end;
+    while after < b.len() && ws(b[after]) {
+        after += 1;
+    }
+    match (before.checked_sub(1).map(|p| b[p]), b.get(after)) {
+        (Some(b','), Some(b'}' | b',')) => Some((before - 1, value.end)),
+        (Some(b'{'), Some(b',')) => Some((key_start, after + 1)),
+        (Some(b'{'), Some(b'}')) => Some((key_start, value.end)),
+        _ => None,
+    }
+}
+
+fn preview(b: &[u8]) -> String {
+    let cut = &b[..b.len().min(80)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if b.len() > 80 {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(s: &str) -> Result<BlenderReply, String> {
+        BlenderReply::parse(JsonFrame::new(Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    #[test]
+    fn success_keeps_result_bytes_verbatim() {
+        let r = reply(r#"{"status": "success", "result": {"a" : [1, 2.50]}}"#).unwrap();
+        assert!(r.success);
+        assert_eq!(r.result.bytes().as_ref(), br#"{"a" : [1, 2.50]}"#);
+        assert_eq!(r.message, None);
+    }
+
+    #[test]
+    fn error_reply_is_a_normal_reply() {
+        let r = reply(r#"{"status": "error", "message": "Object not found: Nope"}"#).unwrap();
+        assert!(!r.success);
+        assert_eq!(r.message.as_deref(), Some("Object not found: Nope"));
+        assert_eq!(r.result.bytes().as_ref(), b"null");
+    }
+
+    #[test]
+    fn nan_becomes_null_for_the_result_but_is_relayed_as_received() {
+        let s = r#"{"status": "success", "result": {"x": NaN, "s": "NaN"}}"#;
+        let r = reply(s).unwrap();
+        assert_eq!(r.result.to_value(), serde_json::json!({"x": null, "s": "NaN"}));
+        assert_eq!(r.relay_bytes().as_ref(), s.as_bytes());
+    }
+
+    #[test]
+    fn state_is_parsed_and_cut_from_relay() {
+        let s = r#"{"status": "success", "result": 1, "_state": {"objects": ["Cube"], "selection": ["Cube"], "active": "Cube"}}"#;
+        let r = reply(s).unwrap();
+        let st = r.addon_state.clone().unwrap();
+        assert_eq!(st.objects, vec!["Cube"]);
+        assert_eq!(st.active.as_deref(), Some("Cube"));
+        assert_eq!(r.relay_bytes().as_ref(), br#"{"status": "success", "result": 1}"#);
+        let s = r#"{"_state": {"objects": []}, "status": "success"}"#;
+        assert_eq!(reply(s).unwrap().relay_bytes().as_ref(), br#"{"status": "success"}"#);
+        let s = r#"{ "_state" : {} }"#;
+        assert!(reply(s).is_err());
+    }
+
+    #[test]
+    fn bad_envelopes_are_named() {
+        assert!(reply("[1,2]").unwrap_err().contains("expected a JSON object"));
+        assert!(reply(r#"{"result": 1}"#).unwrap_err().contains("status"));
+        assert!(reply(r#"{"status": "maybe"}"#).unwrap_err().contains("maybe"));
+    }
+}

@@ -1,0 +1,312 @@
+//! Configuration of `serve`: flags, their environment variables, and validation.
+//!
+//! Every flag also reads `SESSION_MANAGER_<FLAG>` (clap's `env`), so precedence is
+//! flag > environment > default. `BLENDER_HOST` / `BLENDER_PORT` are honoured as in
+//! blender-mcp when no backend is given any other way. [`ServeArgs`] is what the
+//! command line says; [`Config`] is the validated, typed result the server runs on.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Flags of `blender-session-manager serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// JSON-RPC 2.0 (NDJSON over TCP) listen address
+    #[arg(long, env = "SESSION_MANAGER_LISTEN", default_value = "127.0.0.1:9880")]
+    pub listen: String,
+    /// Addon-compatible listen address (point stock Blender MCP servers here)
+    #[arg(
+        long,
+        env = "SESSION_MANAGER_COMPAT_LISTEN",
+        default_value = "127.0.0.1:9877"
+    )]
+    pub compat_listen: String,
+    /// Blender addon address HOST:PORT (default 127.0.0.1:9876, or BLENDER_HOST/BLENDER_PORT)
+    #[arg(long, env = "SESSION_MANAGER_BLENDER", value_delimiter = ',')]
+    pub blender: Vec<String>,
+    /// Seconds without activity after which a session is closed
+    #[arg(long, env = "SESSION_MANAGER_IDLE_TIMEOUT", default_value = "300", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Seconds between idle sweeps
+    #[arg(long, env = "SESSION_MANAGER_SWEEP_INTERVAL", default_value = "60", value_parser = parse_seconds)]
+    pub sweep_interval: Duration,
+    /// Seconds to wait for Blender's reply to one command
+    #[arg(long, env = "SESSION_MANAGER_COMMAND_TIMEOUT", default_value = "180", value_parser = parse_seconds)]
+    pub command_timeout: Duration,
+    /// Seconds to wait for a TCP connect to Blender
+    #[arg(long, env = "SESSION_MANAGER_CONNECT_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+    /// Maximum number of open sessions
+    #[arg(long, env = "SESSION_MANAGER_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
+    /// History entries kept per session (at least)
+    #[arg(long, env = "SESSION_MANAGER_HISTORY_LIMIT", default_value_t = 1000)]
+    pub history_limit: usize,
+    /// Largest JSON message accepted on any socket, in bytes
+    #[arg(long, env = "SESSION_MANAGER_MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Log format on stderr
+    #[arg(long, env = "SESSION_MANAGER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Database: `:memory:` keeps everything in this process only
+    #[arg(long, env = "SESSION_MANAGER_DB", default_value = ":memory:")]
+    pub db: String,
+}
+
+/// A Blender backend address as given (host name kept for display and connects).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for BackendAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: port {port:?} is not a number from 0 to 65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?}: missing host"));
+        }
+        Ok(BackendAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// The validated configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub compat_listen: SocketAddr,
+    pub blender: BackendAddr,
+    pub idle_timeout: Duration,
+    pub sweep_interval: Duration,
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_sessions: usize,
+    pub history_limit: usize,
+    pub max_frame_bytes: usize,
+    pub token: Option<String>,
+    pub log_format: LogFormat,
+    pub db: String,
+    /// Results above this many bytes are stored truncated in history and state.
+    pub history_result_limit: usize,
+    /// Snapshots kept per session.
+    pub snapshot_limit: usize,
+    /// Closed sessions whose history stays readable.
+    pub closed_session_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9880".parse().unwrap(),
+            compat_listen: "127.0.0.1:9877".parse().unwrap(),
+            blender: BackendAddr {
+                host: "127.0.0.1".into(),
+                port: 9876,
+            },
+            idle_timeout: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(60),
+            command_timeout: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(5),
+            max_sessions: 1000,
+            history_limit: 1000,
+            max_frame_bytes: 64 * 1024 * 1024,
+            token: None,
+            log_format: LogFormat::Text,
+            db: ":memory:".into(),
+            history_result_limit: 16 * 1024,
+            snapshot_limit: 100,
+            closed_session_limit: 1000,
+        }
+    }
+}
+
+/// Why a configuration was refused. The message names the flag at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Validates command-line arguments. `env` looks up environment variables
+    /// (injected so tests need not touch the process environment).
+    /// The token is the global `--token` option, shared with the client subcommands.
+    pub fn from_args(
+        args: &ServeArgs,
+        token: Option<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let listen = resolve_listen("--listen", &args.listen)?;
+        let compat_listen = resolve_listen("--compat-listen", &args.compat_listen)?;
+        let blender = match args.blender.iter().find(|s| !s.trim().is_empty()) {
+            Some(first) => first
+                .parse::<BackendAddr>()
+                .map_err(|e| ConfigError(format!("--blender {e}")))?,
+            None => {
+                let host = env("BLENDER_HOST").unwrap_or_else(|| "127.0.0.1".into());
+                let port = match env("BLENDER_PORT") {
+                    Some(p) => p.trim().parse::<u16>().map_err(|_| {
+                        ConfigError(format!("BLENDER_PORT {p:?} is not a port number"))
+                    })?,
+                    None => 9876,
+                };
+                BackendAddr { host, port }
+            }
+        };
+        if args.blender.iter().filter(|s| !s.trim().is_empty()).count() > 1 {
+            return Err(ConfigError(
+                "--blender was given more than once: this version drives one Blender backend"
+                    .into(),
+            ));
+        }
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "--listen {listen}: refusing to listen beyond loopback without a token; \
+                 set --token (or SESSION_MANAGER_TOKEN) so callers must authenticate"
+            )));
+        }
+        if !compat_listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "--compat-listen {compat_listen}: the addon-compatible port cannot carry a token, \
+                 so it only binds loopback addresses (for example 127.0.0.1:9877)"
+            )));
+        }
+        if args.sweep_interval.is_zero() {
+            return Err(ConfigError("--sweep-interval must be above 0".into()));
+        }
+        if args.max_frame_bytes < 1024 {
+            return Err(ConfigError("--max-frame-bytes must be at least 1024".into()));
+        }
+        if args.db != ":memory:" {
+            return Err(ConfigError(format!(
+                "--db {}: only :memory: is supported by this version",
+                args.db
+            )));
+        }
+        Ok(Config {
+            listen,
+            compat_listen,
+            blender,
+            idle_timeout: args.idle_timeout,
+            sweep_interval: args.sweep_interval,
+            command_timeout: args.command_timeout,
+            connect_timeout: args.connect_timeout,
+            max_sessions: args.max_sessions,
+            history_limit: args.history_limit.max(1),
+            max_frame_bytes: args.max_frame_bytes,
+            token,
+            log_format: args.log_format,
+            db: args.db.clone(),
+            ..Config::default()
+        })
+    }
+}
+
+fn resolve_listen(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| ConfigError(format!("{flag} {value}: {e}")))?
+        .next()
+        .ok_or_else(|| ConfigError(format!("{flag} {value}: resolves to no address")))
+}
+
+/// Parses seconds (integer or float) into a duration.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} must be a non-negative number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["t"];
+        all.extend_from_slice(args);
+        T::try_parse_from(all).unwrap().serve
+    }
+
+    #[test]
+    fn durations_accept_floats() {
+        let a = parse(&["--idle-timeout", "1.5", "--command-timeout", "2"]);
+        assert_eq!(a.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(a.command_timeout, Duration::from_secs(2));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+    }
+
+    #[test]
+    fn blender_env_fallback() {
+        let a = parse(&[]);
+        let c = Config::from_args(&a, None, |k| match k {
+            "BLENDER_HOST" => Some("10.0.0.5".into()),
+            "BLENDER_PORT" => Some("7777".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.blender.to_string(), "10.0.0.5:7777");
+        let a = parse(&["--blender", "localhost:9999"]);
+        let c = Config::from_args(&a, None, |_| Some("1".into())).unwrap();
+        assert_eq!(c.blender.to_string(), "localhost:9999");
+    }
+
+    #[test]
+    fn refuses_non_loopback_without_token() {
+        let a = parse(&["--listen", "0.0.0.0:9880"]);
+        let e = Config::from_args(&a, None, |_| None).unwrap_err().to_string();
+        assert!(e.contains("--token"), "{e}");
+        let a = parse(&["--listen", "0.0.0.0:9880"]);
+        assert!(Config::from_args(&a, Some("s3cret".into()), |_| None).is_ok());
+        let a = parse(&["--compat-listen", "0.0.0.0:9877"]);
+        let e = Config::from_args(&a, Some("s3cret".into()), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--compat-listen"), "{e}");
+    }
+
+    #[test]
+    fn bad_backend_names_the_flag() {
+        let a = parse(&["--blender", "nohost"]);
+        let e = Config::from_args(&a, None, |_| None).unwrap_err().to_string();
+        assert!(e.starts_with("--blender"), "{e}");
+    }
+}

@@ -1,0 +1,29 @@
+//! Blender Session Manager: one long-running process between language-model tools
+//! and Blender's addon.
+//!
+//! How the parts fit (data takes one path, front door → core → session → link → codec):
+//! - [`wire`] frames JSON values on byte streams (one incremental codec for every socket);
+//! - [`blender`] is the manager's side of the addon protocol: keep-alive links,
+//!   reply envelopes, backoff;
+//! - [`session`] holds sessions — one task per session owning its link and FIFO —
+//!   their history and state, the registry and the idle reaper;
+//! - [`manager`] is the core every front door calls;
+//! - [`api`] holds the front doors: JSON-RPC over NDJSON and the addon-compatible port;
+//! - [`server`] binds and runs it all; [`config`] validates flags;
+//! - [`cli`] is the command-line client of a running manager;
+//! - [`mock_blender`] is a scriptable stand-in addon for tests and benchmarks.
+
+pub mod api;
+pub mod blender;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod manager;
+pub mod mock_blender;
+pub mod raw_json;
+pub mod server;
+pub mod session;
+pub mod tools;
+pub mod wire;

@@ -1,0 +1,144 @@
+//! `blender-session-manager`: `serve` (the default) runs the manager; the other
+//! subcommands are clients of a running manager.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use blender_session_manager::cli::{self, ClientCommand, GlobalOptions};
+use blender_session_manager::config::{Config, ServeArgs};
+use blender_session_manager::{logging, server};
+
+#[derive(Parser)]
+#[command(
+    name = "blender-session-manager",
+    version,
+    about = "Sessions, history and keep-alive links between AI tools and Blender",
+    long_about = "Sessions, history and keep-alive links between AI tools and Blender.\n\n\
+                  With no subcommand, runs `serve`."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOptions,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the manager (the default when no subcommand is given)
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// `blender-session-manager --listen X` means `serve --listen X`.
+fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
+    let cmd = Cli::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .flat_map(|s| std::iter::once(s.get_name().to_string()).chain(s.get_all_aliases().map(str::to_string)))
+        .chain(["help".to_string()])
+        .collect();
+    let has_subcommand = args.iter().skip(1).any(|a| names.contains(a));
+    let wants_info = args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.as_str(), "-h" | "--help" | "-V" | "--version"));
+    if !has_subcommand && !wants_info {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args().collect()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match cli.command.expect("a subcommand is always set") {
+        Command::Serve(args) => runtime.block_on(serve(args, cli.global)),
+        Command::Client(command) => {
+            let _guard = logging::init(Default::default(), "warn");
+            runtime.block_on(cli::run(&cli.global, command))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
+    let _guard = logging::init(args.log_format, "info");
+    let config = match Config::from_args(&args, global.token.clone(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_open_files_limit();
+    let server = match server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signal().await;
+    server.shutdown(Duration::from_secs(30)).await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Each session holds a socket: raise the soft open-files limit to the hard one.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                tracing::debug!(from = lim.rlim_cur, to = lim.rlim_max, "raised open-files limit");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed_and_defaults_to_serve() {
+        Cli::command().debug_assert();
+        let a = |v: &[&str]| with_default_subcommand(v.iter().map(|s| s.to_string()).collect());
+        assert_eq!(a(&["bsm"]), vec!["bsm", "serve"]);
+        assert_eq!(a(&["bsm", "--listen", "x"]), vec!["bsm", "serve", "--listen", "x"]);
+        assert_eq!(a(&["bsm", "--manager", "h:1", "status"]), vec!["bsm", "--manager", "h:1", "status"]);
+        assert_eq!(a(&["bsm", "--help"]), vec!["bsm", "--help"]);
+        let cli = Cli::try_parse_from(a(&["bsm", "--token", "t", "--idle-timeout", "2"])).unwrap();
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Duration::from_secs(2)));
+    }
+}

@@ -1,0 +1,254 @@
+//! The session task: runs a session's commands one at a time over its link.
+//!
+//! Concurrency design: the task owns the [`BlenderLink`] and the receiving end of the
+//! session's mailbox. Its loop waits, in priority order, for the session to start
+//! closing, for the next message, or for the idle link to show it died. Each command
+//! is awaited to completion before the next message is taken, so at most one request
+//! is ever in flight on the socket and commands run in FIFO order. Closing does not
+//! interrupt the current command (its result is recorded); queued commands then fail
+//! with `session_not_found` and the socket is closed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::handle::{CommandOutcome, CommandRequest, Session, SessionMsg};
+use super::history::{CommandStatus, HistoryEntry};
+use super::state::Snapshot;
+use crate::blender::link::{BlenderLink, LinkDrop};
+use crate::blender::request;
+use crate::clock::unix_now;
+use crate::error::ManagerError;
+use crate::raw_json::RawJson;
+
+/// Sizes the task needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActorLimits {
+    pub history_result_limit: usize,
+    pub snapshot_limit: usize,
+}
+
+pub(crate) struct SessionActor {
+    session: Arc<Session>,
+    link: BlenderLink,
+    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    limits: ActorLimits,
+}
+
+impl SessionActor {
+    pub(crate) fn new(
+        session: Arc<Session>,
+        link: BlenderLink,
+        rx: mpsc::UnboundedReceiver<SessionMsg>,
+        limits: ActorLimits,
+    ) -> Self {
+        SessionActor {
+            session,
+            link,
+            rx,
+            limits,
+        }
+    }
+
+    /// Runs the session until it closes. `ready` fires once the first connect
+    /// attempt has finished, whatever its outcome.
+    pub(crate) async fn run(mut self, ready: oneshot::Sender<()>) {
+        let id = self.session.id.clone();
+        match self.link.connect().await {
+            Ok(()) => info!(session = %id, backend = %self.link.address(), "Blender connected for session"),
+            Err(e) => warn!(session = %id, error = %e, "Blender not reachable at session start"),
+        }
+        self.sync_link_status();
+        let _ = ready.send(());
+        let closing = self.session.closing.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => break,
+                msg = self.rx.recv() => match msg {
+                    Some(SessionMsg::Command { request, reply }) => {
+                        let outcome = self.execute(request).await;
+                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                        let _ = reply.send(outcome);
+                    }
+                    Some(SessionMsg::Snapshot { reply }) => {
+                        let snap = self.snapshot().await;
+                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                        let _ = reply.send(snap);
+                    }
+                    None => break,
+                },
+                why = self.link.watch_idle() => {
+                    let reason = match why {
+                        LinkDrop::Unsolicited => "Blender sent data while no command was in flight",
+                        _ => "Blender closed the connection while idle",
+                    };
+                    warn!(session = %id, backend = %self.link.address(), reason, "dropping idle Blender connection");
+                    self.link.drop_connection(reason);
+                    self.sync_link_status();
+                }
+            }
+        }
+        // Closing: refuse what is still queued, then close the socket.
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            self.session.pending.fetch_sub(1, Ordering::AcqRel);
+            drop(msg); // dropping the reply sender tells the waiter the session is gone
+        }
+        self.link.close();
+        self.sync_link_status();
+        debug!(session = %id, "session task finished");
+    }
+
+    fn sync_link_status(&self) {
+        let mut d = self.session.data.lock();
+        d.connected = self.link.is_connected();
+        if let Some(e) = self.link.last_error() {
+            d.last_error = Some(e.to_string());
+        }
+    }
+
+    async fn execute(&mut self, req: CommandRequest) -> CommandOutcome {
+        let started = Instant::now();
+        let timestamp = unix_now();
+        let seq = {
+            let mut d = self.session.data.lock();
+            d.next_seq += 1;
+            d.running = Some(req.command_type.clone());
+            d.next_seq
+        };
+        let line = request::build(&req.command_type, req.params.as_ref(), Some(&self.session.id));
+        info!(session = %self.session.id, command = %req.command_type, seq, "command sent");
+        let result = self.link.request(&req.command_type, &line).await;
+        let duration = started.elapsed().as_secs_f64();
+
+        let (status, stored_result, error) = match &result {
+            Ok(reply) if reply.success => (
+                CommandStatus::Success,
+                Some(reply.result.truncated(self.limits.history_result_limit)),
+                None,
+            ),
+            Ok(reply) => (
+                CommandStatus::Error,
+                Some(reply.result.truncated(self.limits.history_result_limit)),
+                Some(serde_json::json!({
+                    "kind": "blender_error",
+                    "message": reply.message.clone().unwrap_or_default(),
+                })),
+            ),
+            Err((e, drop)) => {
+                let status = match (e, drop) {
+                    (ManagerError::BlenderTimeout { .. }, _) => CommandStatus::Timeout,
+                    (ManagerError::BlenderDisconnected { .. }, _) => CommandStatus::Disconnected,
+                    _ => CommandStatus::Error,
+                };
+                (status, None, Some(e.summary()))
+            }
+        };
+        match &result {
+            Ok(reply) => info!(
+                session = %self.session.id, command = %req.command_type, seq,
+                status = if reply.success { "success" } else { "error" },
+                duration_s = format_args!("{duration:.3}"),
+                "response"
+            ),
+            Err((e, drop)) => warn!(
+                session = %self.session.id, command = %req.command_type, seq,
+                status = status.as_str(), error = %e,
+                link = drop.map(LinkDrop::as_str).unwrap_or("kept"),
+                duration_s = format_args!("{duration:.3}"),
+                "command failed"
+            ),
+        }
+        {
+            let mut d = self.session.data.lock();
+            d.running = None;
+            d.command_count += 1;
+            d.last_activity = Instant::now();
+            d.last_activity_unix = unix_now();
+            d.connected = self.link.is_connected();
+            match &result {
+                Ok(reply) => {
+                    d.last_heartbeat = Some(d.last_activity_unix);
+                    d.last_error = None;
+                    if let Some(st) = &reply.addon_state {
+                        d.state.apply_addon_state(st);
+                    } else if reply.success && req.command_type == "get_scene_info" {
+                        d.state.apply_scene_info(&reply.result);
+                    }
+                }
+                Err((e, _)) => d.last_error = Some(e.to_string()),
+            }
+            d.state.last_command = Some(req.command_type.clone());
+            d.state.last_result = stored_result.clone();
+            d.history.push(HistoryEntry {
+                seq,
+                command: req.command_type,
+                params: req
+                    .params
+                    .map(|p| p.truncated(self.limits.history_result_limit))
+                    .unwrap_or_else(|| RawJson::from_value(&serde_json::json!({}))),
+                status,
+                result: stored_result,
+                error,
+                timestamp,
+                duration,
+                job_id: None,
+            });
+        }
+        CommandOutcome {
+            seq,
+            timestamp,
+            duration,
+            result: result.map_err(|(e, _)| e),
+        }
+    }
+
+    /// Asks Blender for the scene and stores a snapshot (not a history entry: the
+    /// manager issued this request, not the caller).
+    async fn snapshot(&mut self) -> Result<Snapshot, ManagerError> {
+        let line = request::build("get_scene_info", None, Some(&self.session.id));
+        let result = self.link.request("get_scene_info", &line).await;
+        let mut d = self.session.data.lock();
+        d.connected = self.link.is_connected();
+        d.last_activity = Instant::now();
+        d.last_activity_unix = unix_now();
+        let reply = match result {
+            Ok(reply) if reply.success => reply,
+            Ok(reply) => {
+                return Err(ManagerError::BadReply {
+                    reason: format!(
+                        "get_scene_info failed: {}",
+                        reply.message.unwrap_or_default()
+                    ),
+                })
+            }
+            Err((e, _)) => {
+                d.last_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        d.last_heartbeat = Some(d.last_activity_unix);
+        if let Some(st) = &reply.addon_state {
+            d.state.apply_addon_state(st);
+        } else {
+            d.state.apply_scene_info(&reply.result);
+        }
+        d.next_snapshot += 1;
+        let snap = Snapshot {
+            snapshot_id: d.next_snapshot,
+            session_id: self.session.id.clone(),
+            timestamp: unix_now(),
+            scene: reply.result,
+            state: d.state.clone(),
+        };
+        if d.snapshots.len() >= self.limits.snapshot_limit {
+            d.snapshots.pop_front();
+        }
+        d.snapshots.push_back(snap.clone());
+        Ok(snap)
+    }
+}

@@ -1,0 +1,294 @@
+//! The shared record of a session and the handle callers use to reach its task.
+//!
+//! [`Session`] is what every front door reads (info, state, history, snapshots);
+//! the session task is its only writer for command results. [`SessionHandle`] adds
+//! the task's mailbox: [`SessionHandle::submit`] enqueues a command and waits for
+//! its outcome. A caller that stops waiting does not cancel the command — the task
+//! runs it and records the result regardless.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::history::History;
+use super::state::{SceneState, Snapshot};
+use crate::blender::reply::BlenderReply;
+use crate::clock::unix_now;
+use crate::config::BackendAddr;
+use crate::error::ManagerError;
+use crate::raw_json::RawJson;
+
+/// Who opened a session; compat-owned sessions live as long as their connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionOwner {
+    Rpc,
+    Compat,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Idle longer than the idle timeout.
+    Idle,
+    /// `close_session`.
+    ClosedByCaller,
+    /// The owning compat connection closed.
+    CallerDisconnected,
+    /// The manager is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::ClosedByCaller => "closed_by_caller",
+            CloseReason::CallerDisconnected => "caller_disconnected",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Which front door a command came through (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandOrigin {
+    Rpc,
+    Compat,
+    Tool,
+}
+
+/// A command for a session's FIFO.
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub command_type: String,
+    pub params: Option<RawJson>,
+    pub origin: CommandOrigin,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    pub seq: u64,
+    pub timestamp: f64,
+    pub duration: f64,
+    pub result: Result<BlenderReply, ManagerError>,
+}
+
+pub(crate) enum SessionMsg {
+    Command {
+        request: CommandRequest,
+        reply: oneshot::Sender<CommandOutcome>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Result<Snapshot, ManagerError>>,
+    },
+}
+
+/// Mutable part of a session, guarded by one mutex held only for memory updates.
+#[derive(Debug)]
+pub(crate) struct SessionData {
+    pub last_activity: Instant,
+    pub last_activity_unix: f64,
+    pub command_count: u64,
+    pub next_seq: u64,
+    pub state: SceneState,
+    pub history: History,
+    pub snapshots: std::collections::VecDeque<Snapshot>,
+    pub next_snapshot: u64,
+    pub connected: bool,
+    pub last_heartbeat: Option<f64>,
+    pub last_error: Option<String>,
+    pub running: Option<String>,
+    pub closed: Option<CloseReason>,
+}
+
+/// The shared record of one session.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub created_at: f64,
+    pub backend: BackendAddr,
+    pub owner: SessionOwner,
+    pub metadata: Value,
+    pub(crate) data: Mutex<SessionData>,
+    /// Commands queued or running.
+    pub(crate) pending: AtomicUsize,
+    /// Cancelled when the session closes; the task finishes its current command.
+    pub(crate) closing: CancellationToken,
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: String,
+        backend: BackendAddr,
+        owner: SessionOwner,
+        metadata: Value,
+        history_limit: usize,
+    ) -> Self {
+        let now = unix_now();
+        Session {
+            id,
+            created_at: now,
+            backend,
+            owner,
+            metadata,
+            data: Mutex::new(SessionData {
+                last_activity: Instant::now(),
+                last_activity_unix: now,
+                command_count: 0,
+                next_seq: 0,
+                state: SceneState::default(),
+                history: History::new(history_limit),
+                snapshots: Default::default(),
+                next_snapshot: 0,
+                connected: false,
+                last_heartbeat: None,
+                last_error: None,
+                running: None,
+                closed: None,
+            }),
+            pending: AtomicUsize::new(0),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Commands queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.data.lock().closed
+    }
+
+    /// Marks caller activity now.
+    pub(crate) fn touch(&self) {
+        let mut d = self.data.lock();
+        d.last_activity = Instant::now();
+        d.last_activity_unix = unix_now();
+    }
+
+    /// How long the session has been idle, or `None` while it has work.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        if self.pending() > 0 {
+            return None;
+        }
+        let last = self.data.lock().last_activity;
+        Some(now.saturating_duration_since(last))
+    }
+
+    pub fn state(&self) -> SceneState {
+        self.data.lock().state.clone()
+    }
+
+    /// Session info in the seed's shape plus extra keys.
+    pub fn info(&self) -> Value {
+        let d = self.data.lock();
+        let idle = Instant::now()
+            .saturating_duration_since(d.last_activity)
+            .as_secs_f64();
+        json!({
+            "session_id": self.id,
+            "created_at": self.created_at,
+            "last_activity": d.last_activity_unix,
+            "blender": {
+                "connected": d.connected,
+                "host": self.backend.host,
+                "port": self.backend.port,
+                "last_heartbeat": d.last_heartbeat,
+                "last_error": d.last_error,
+            },
+            "state": d.state,
+            "command_count": d.command_count,
+            "idle_seconds": idle,
+            "queued": self.pending(),
+            "running": d.running,
+            "backend": self.backend.to_string(),
+            "owner": self.owner,
+            "metadata": self.metadata,
+            "closed": d.closed.map(CloseReason::as_str),
+        })
+    }
+}
+
+/// A live session: its record and its task's mailbox.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub session: Arc<Session>,
+    pub(crate) tx: mpsc::UnboundedSender<SessionMsg>,
+}
+
+impl std::fmt::Debug for SessionMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionMsg::Command { request, .. } => write!(f, "Command({})", request.command_type),
+            SessionMsg::Snapshot { .. } => write!(f, "Snapshot"),
+        }
+    }
+}
+
+impl SessionHandle {
+    pub fn id(&self) -> &str {
+        &self.session.id
+    }
+
+    fn closed_error(&self) -> ManagerError {
+        ManagerError::SessionNotFound(self.session.id.clone())
+    }
+
+    /// Enqueues a command and waits for its outcome. Dropping the returned future
+    /// does not cancel the command.
+    pub async fn submit(&self, request: CommandRequest) -> Result<CommandOutcome, ManagerError> {
+        if self.session.is_closed() {
+            return Err(self.closed_error());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.session.pending.fetch_add(1, Ordering::AcqRel);
+        self.session.touch();
+        if self.tx.send(SessionMsg::Command { request, reply }).is_err() {
+            self.session.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.closed_error());
+        }
+        rx.await.map_err(|_| self.closed_error())
+    }
+
+    /// Asks the session task for a snapshot (queued behind earlier commands).
+    pub async fn snapshot(&self) -> Result<Snapshot, ManagerError> {
+        if self.session.is_closed() {
+            return Err(self.closed_error());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.session.pending.fetch_add(1, Ordering::AcqRel);
+        self.session.touch();
+        if self.tx.send(SessionMsg::Snapshot { reply }).is_err() {
+            self.session.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.closed_error());
+        }
+        rx.await.map_err(|_| self.closed_error())?
+    }
+
+    /// Starts closing: no new commands; the current one finishes and is recorded;
+    /// queued ones fail with `session_not_found`.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        {
+            let mut d = self.session.data.lock();
+            if d.closed.is_none() {
+                d.closed = Some(reason);
+            }
+        }
+        self.session.closing.cancel();
+    }
+}

@@ -1,0 +1,114 @@
+//! The map of sessions by id.
+//!
+//! Concurrency design: one `parking_lot` mutex over two maps — live sessions (with
+//! their mailboxes) and recently closed ones (records only, so their history and
+//! snapshots stay readable). The lock is held for map operations only; nothing
+//! awaits under it. Minting and the capacity check happen under the same lock as the
+//! insert, so ids are unique and `max_sessions` is never overshot under concurrency.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::handle::{CloseReason, Session, SessionHandle};
+use crate::error::ManagerError;
+
+#[derive(Default)]
+struct Inner {
+    live: HashMap<String, SessionHandle>,
+    closed: HashMap<String, Arc<Session>>,
+    closed_order: VecDeque<String>,
+}
+
+pub struct SessionRegistry {
+    inner: Mutex<Inner>,
+    max_sessions: usize,
+    closed_limit: usize,
+}
+
+impl SessionRegistry {
+    pub fn new(max_sessions: usize, closed_limit: usize) -> Self {
+        SessionRegistry {
+            inner: Mutex::new(Inner::default()),
+            max_sessions,
+            closed_limit,
+        }
+    }
+
+    /// Inserts a new session built by `make` from a freshly minted, unused id.
+    pub fn insert_new(
+        &self,
+        mut mint: impl FnMut() -> String,
+        make: impl FnOnce(String) -> SessionHandle,
+    ) -> Result<SessionHandle, ManagerError> {
+        let mut inner = self.inner.lock();
+        if inner.live.len() >= self.max_sessions {
+            return Err(ManagerError::Capacity(self.max_sessions));
+        }
+        let id = loop {
+            let id = mint();
+            if !inner.live.contains_key(&id) && !inner.closed.contains_key(&id) {
+                break id;
+            }
+        };
+        let handle = make(id.clone());
+        inner.live.insert(id, handle.clone());
+        Ok(handle)
+    }
+
+    pub fn get(&self, id: &str) -> Option<SessionHandle> {
+        self.inner.lock().live.get(id).cloned()
+    }
+
+    /// A live or recently closed session's record.
+    pub fn get_any(&self, id: &str) -> Option<Arc<Session>> {
+        let inner = self.inner.lock();
+        inner
+            .live
+            .get(id)
+            .map(|h| h.session.clone())
+            .or_else(|| inner.closed.get(id).cloned())
+    }
+
+    /// Removes a live session and starts closing it.
+    pub fn close(&self, id: &str, reason: CloseReason) -> Option<SessionHandle> {
+        let handle = {
+            let mut inner = self.inner.lock();
+            let handle = inner.live.remove(id)?;
+            inner.closed.insert(id.to_string(), handle.session.clone());
+            inner.closed_order.push_back(id.to_string());
+            while inner.closed_order.len() > self.closed_limit {
+                if let Some(old) = inner.closed_order.pop_front() {
+                    inner.closed.remove(&old);
+                }
+            }
+            handle
+        };
+        handle.close(reason);
+        Some(handle)
+    }
+
+    pub fn live(&self) -> Vec<SessionHandle> {
+        self.inner.lock().live.values().cloned().collect()
+    }
+
+    /// Ids of live sessions for which `pred` holds (one pass under the lock).
+    pub fn select(&self, mut pred: impl FnMut(&Session) -> bool) -> Vec<String> {
+        self.inner
+            .lock()
+            .live
+            .values()
+            .filter(|h| pred(&h.session))
+            .map(|h| h.session.id.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
