@@ -140,7 +140,7 @@ impl Manager {
         self.registry
             .close(id, reason)
             .ok_or_else(|| ManagerError::SessionNotFound(id.to_string()))?;
-        info!(session = %id, reason = reason.as_str(), "session closed");
+        info!(session = %id, reason = %reason.as_str(), "session closed");
         Ok(())
     }
 
@@ -199,7 +199,7 @@ impl Manager {
         });
         for id in &idle {
             if self.registry.close(id, reason).is_some() {
-                info!(session = %id, reason = reason.as_str(), idle_timeout_s = timeout.as_secs_f64(), "session reaped");
+                info!(session = %id, reason = %reason.as_str(), idle_timeout_s = timeout.as_secs_f64(), "session reaped");
             }
         }
         idle

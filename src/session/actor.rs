@@ -86,7 +86,7 @@ impl SessionActor {
                         LinkDrop::Unsolicited => "Blender sent data while no command was in flight",
                         _ => "Blender closed the connection while idle",
                     };
-                    warn!(session = %id, backend = %self.link.address(), reason, "dropping idle Blender connection");
+                    warn!(session = %id, backend = %self.link.address(), reason = %reason, "dropping idle Blender connection");
                     self.link.drop_connection(reason);
                     self.sync_link_status();
                 }
@@ -151,14 +151,14 @@ impl SessionActor {
         match &result {
             Ok(reply) => info!(
                 session = %self.session.id, command = %req.command_type, seq,
-                status = if reply.success { "success" } else { "error" },
+                status = %if reply.success { "success" } else { "error" },
                 duration_s = format_args!("{duration:.3}"),
                 "response"
             ),
             Err((e, drop)) => warn!(
                 session = %self.session.id, command = %req.command_type, seq,
-                status = status.as_str(), error = %e,
-                link = drop.map(LinkDrop::as_str).unwrap_or("kept"),
+                status = %status.as_str(), error = %e,
+                link = %drop.map(LinkDrop::as_str).unwrap_or("kept"),
                 duration_s = format_args!("{duration:.3}"),
                 "command failed"
             ),

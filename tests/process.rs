@@ -1,0 +1,190 @@
+//! The binary as users run it: start-up, refusals, signals, and the CLI client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blender_session_manager::mock_blender::MockBlender;
+
+const BIN: &str = env!("CARGO_BIN_EXE_blender-session-manager");
+
+fn clean_command() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SESSION_MANAGER_") || k.starts_with("BLENDER_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A manager process; reads stderr until the start-up line names the addresses.
+struct Manager {
+    child: Child,
+    rpc: SocketAddr,
+    compat: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+impl Manager {
+    fn start(extra: &[&str]) -> Manager {
+        let mut child = clean_command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the manager logs its start-up line");
+            if line.contains("session manager started") {
+                let rpc = field(&line, "jsonrpc").unwrap().parse().unwrap();
+                let compat = field(&line, "compat").unwrap().parse().unwrap();
+                return Manager { child, rpc, compat, log: rx };
+            }
+        }
+    }
+
+    fn client(&self, args: &[&str]) -> std::process::Output {
+        clean_command()
+            .args(["--manager", &self.rpc.to_string()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Log lines received so far and until `pred` matches one (bounded wait).
+    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if pred(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("awaited log line never came; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+#[test]
+fn refuses_a_non_loopback_listen_without_a_token() {
+    let out = clean_command()
+        .args(["--listen", "0.0.0.0:0", "--compat-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--listen 0.0.0.0:0") && err.contains("--token"), "{err}");
+}
+
+#[test]
+fn a_listener_that_cannot_bind_names_the_flag_and_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = clean_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--compat-listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("--compat-listen {addr}: cannot listen")), "{err}");
+}
+
+#[test]
+fn env_vars_configure_serve() {
+    let out = clean_command()
+        .env("SESSION_MANAGER_IDLE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idle-timeout"));
+}
+
+#[test]
+fn stops_cleanly_on_sigterm_and_logs_the_story() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockBlender::start());
+    let mut m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let out = m.client(&["call", "execute_code", r#"{"code": "print hello"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+    let created = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(created.starts_with("created session scene-"), "{created}");
+    m.wait_log(|l| l.contains("session created"));
+    m.wait_log(|l| l.contains("Blender connected for session"));
+    m.wait_log(|l| l.contains("command sent") && l.contains("execute_code"));
+    m.wait_log(|l| l.contains("response") && l.contains("status=success"));
+    sigterm(&m.child);
+    let status = m.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = m.compat;
+}
+
+#[test]
+fn cli_lists_shows_and_closes_sessions() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockBlender::start());
+    let m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let out = m.client(&["call", "get_scene_info"]);
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("created session ").to_string();
+    let list = m.client(&["sessions", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains(&id) && list.contains("get_scene_info"), "{list}");
+    let hist = m.client(&["sessions", "history", &id]);
+    assert!(String::from_utf8_lossy(&hist.stdout).contains("success"));
+    let json = m.client(&["--json", "sessions", "show", &id]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["state"]["objects"], serde_json::json!(["Cube", "Camera", "Light"]));
+    let closed = m.client(&["sessions", "close", &id]);
+    assert!(String::from_utf8_lossy(&closed.stdout).contains(&format!("closed {id}")));
+    let gone = m.client(&["sessions", "show", &id]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("Session not found"));
+    let status = m.client(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&mock.addr().to_string()));
+}
+
+#[test]
+fn cli_says_when_the_manager_cannot_be_reached() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = clean_command().args(["--manager", &free.to_string(), "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the manager"));
+}
