@@ -56,7 +56,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_MANAGER_MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_frame_bytes: usize,
     /// Log format on stderr
-    #[arg(long, env = "SESSION_MANAGER_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SESSION_MANAGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Database: `:memory:` keeps everything in this process only
     #[arg(long, env = "SESSION_MANAGER_DB", default_value = ":memory:")]
@@ -201,7 +206,9 @@ impl Config {
             return Err(ConfigError("--sweep-interval must be above 0".into()));
         }
         if args.max_frame_bytes < 1024 {
-            return Err(ConfigError("--max-frame-bytes must be at least 1024".into()));
+            return Err(ConfigError(
+                "--max-frame-bytes must be at least 1024".into(),
+            ));
         }
         if args.db != ":memory:" {
             return Err(ConfigError(format!(
@@ -292,7 +299,9 @@ mod tests {
     #[test]
     fn refuses_non_loopback_without_token() {
         let a = parse(&["--listen", "0.0.0.0:9880"]);
-        let e = Config::from_args(&a, None, |_| None).unwrap_err().to_string();
+        let e = Config::from_args(&a, None, |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--token"), "{e}");
         let a = parse(&["--listen", "0.0.0.0:9880"]);
         assert!(Config::from_args(&a, Some("s3cret".into()), |_| None).is_ok());
@@ -306,7 +315,9 @@ mod tests {
     #[test]
     fn bad_backend_names_the_flag() {
         let a = parse(&["--blender", "nohost"]);
-        let e = Config::from_args(&a, None, |_| None).unwrap_err().to_string();
+        let e = Config::from_args(&a, None, |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--blender"), "{e}");
     }
 }

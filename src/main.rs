@@ -38,7 +38,9 @@ fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
     let cmd = Cli::command();
     let names: Vec<String> = cmd
         .get_subcommands()
-        .flat_map(|s| std::iter::once(s.get_name().to_string()).chain(s.get_all_aliases().map(str::to_string)))
+        .flat_map(|s| {
+            std::iter::once(s.get_name().to_string()).chain(s.get_all_aliases().map(str::to_string))
+        })
         .chain(["help".to_string()])
         .collect();
     let has_subcommand = args.iter().skip(1).any(|a| names.contains(a));
@@ -119,7 +121,11 @@ fn raise_open_files_limit() {
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                tracing::debug!(from = lim.rlim_cur, to = lim.rlim_max, "raised open-files limit");
+                tracing::debug!(
+                    from = lim.rlim_cur,
+                    to = lim.rlim_max,
+                    "raised open-files limit"
+                );
             }
         }
     }
@@ -134,11 +140,19 @@ mod tests {
         Cli::command().debug_assert();
         let a = |v: &[&str]| with_default_subcommand(v.iter().map(|s| s.to_string()).collect());
         assert_eq!(a(&["bsm"]), vec!["bsm", "serve"]);
-        assert_eq!(a(&["bsm", "--listen", "x"]), vec!["bsm", "serve", "--listen", "x"]);
-        assert_eq!(a(&["bsm", "--manager", "h:1", "status"]), vec!["bsm", "--manager", "h:1", "status"]);
+        assert_eq!(
+            a(&["bsm", "--listen", "x"]),
+            vec!["bsm", "serve", "--listen", "x"]
+        );
+        assert_eq!(
+            a(&["bsm", "--manager", "h:1", "status"]),
+            vec!["bsm", "--manager", "h:1", "status"]
+        );
         assert_eq!(a(&["bsm", "--help"]), vec!["bsm", "--help"]);
         let cli = Cli::try_parse_from(a(&["bsm", "--token", "t", "--idle-timeout", "2"])).unwrap();
         assert_eq!(cli.global.token.as_deref(), Some("t"));
-        assert!(matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Duration::from_secs(2)));
+        assert!(
+            matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Duration::from_secs(2))
+        );
     }
 }

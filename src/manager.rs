@@ -107,7 +107,7 @@ impl Manager {
         };
         let actor = SessionActor::new(handle.session.clone(), link, rx, limits);
         let (ready_tx, ready_rx) = oneshot::channel();
-        info!(session = %handle.id(), backend = %self.config.blender, owner = ?owner, "session created");
+        info!(session = %handle.id(), backend = %self.config.blender, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
         self.tasks.spawn(actor.run(ready_tx));
         let _ = ready_rx.await;
         Ok(handle)

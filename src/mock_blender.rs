@@ -135,7 +135,10 @@ impl MockBlender {
 
     /// Every request of `command` gets `action` (after any `once` actions).
     pub fn always(&self, command: &str, action: MockAction) {
-        self.shared.always.lock().insert(command.to_string(), action);
+        self.shared
+            .always
+            .lock()
+            .insert(command.to_string(), action);
     }
 
     /// Behave like a stock addon: no `_state` piggyback.
@@ -200,7 +203,9 @@ impl Drop for MockBlender {
         self.stop.cancel();
         let v = self.violations();
         if v > 0 && !std::thread::panicking() {
-            panic!("mock Blender saw {v} request(s) pipelined behind one in flight on the same socket");
+            panic!(
+                "mock Blender saw {v} request(s) pipelined behind one in flight on the same socket"
+            );
         }
     }
 }
@@ -214,7 +219,8 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: Cancella
     let reader = {
         let (in_flight, shared, conn_stop) = (in_flight.clone(), shared.clone(), conn_stop.clone());
         tokio::spawn(async move {
-            let mut frames = FramedRead::new(read, JsonFrameCodec::new(NewlinePolicy::Stream, 1 << 28));
+            let mut frames =
+                FramedRead::new(read, JsonFrameCodec::new(NewlinePolicy::Stream, 1 << 28));
             loop {
                 let next = tokio::select! {
                     _ = conn_stop.cancelled() => break,
@@ -222,7 +228,8 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: Cancella
                 };
                 match next {
                     Some(Ok(Frame::Value(f))) => {
-                        let v: Value = serde_json::from_slice(&f.strict_bytes()).unwrap_or(Value::Null);
+                        let v: Value =
+                            serde_json::from_slice(&f.strict_bytes()).unwrap_or(Value::Null);
                         if in_flight.fetch_add(1, Ordering::SeqCst) > 0 {
                             shared.violations.fetch_add(1, Ordering::SeqCst);
                         }
@@ -326,8 +333,10 @@ fn default_reply(shared: &Shared, req: &Value, last_state: &mut Option<Value>) -
             let name = params["name"].as_str().unwrap_or("");
             if !shared.objects.lock().iter().any(|o| o == name) {
                 return Bytes::from(
-                    serde_json::to_vec(&json!({"status": "error", "message": format!("Object not found: {name}")}))
-                        .unwrap(),
+                    serde_json::to_vec(
+                        &json!({"status": "error", "message": format!("Object not found: {name}")}),
+                    )
+                    .unwrap(),
                 );
             }
             json!({"name": name, "type": "MESH", "location": [0.0, 0.0, 0.0]})

@@ -37,11 +37,13 @@ pub struct Server {
 }
 
 async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address).await.map_err(|source| StartError {
-        flag,
-        address,
-        source,
-    })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError {
+            flag,
+            address,
+            source,
+        })
 }
 
 /// Binds every listener and starts serving.
@@ -83,7 +85,10 @@ impl Server {
         let tracker = self.manager.tasks().clone();
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(grace_s = grace.as_secs_f64(), "sessions still busy at the end of the grace period");
+            tracing::warn!(
+                grace_s = grace.as_secs_f64(),
+                "sessions still busy at the end of the grace period"
+            );
         }
         while self.tasks.join_next().await.is_some() {}
         info!("session manager stopped");

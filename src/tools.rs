@@ -81,7 +81,10 @@ pub fn catalogue() -> Value {
 
 /// Maps a tool call to `(command_type, params)`. `session_id` must already have
 /// been taken out of `arguments`.
-pub fn map_call(name: &str, mut arguments: Map<String, Value>) -> Result<(String, RawJson), ManagerError> {
+pub fn map_call(
+    name: &str,
+    mut arguments: Map<String, Value>,
+) -> Result<(String, RawJson), ManagerError> {
     let tool = TOOLS
         .iter()
         .find(|t| t.name == name)
@@ -136,7 +139,10 @@ mod tests {
         assert_eq!(c, "execute_code");
         assert_eq!(p.to_value(), json!({"code": "x=1"}));
         let (c, p) = map_call("get_object_info", args(json!({"object_name": "Cube"}))).unwrap();
-        assert_eq!((c.as_str(), p.to_value()), ("get_object_info", json!({"name": "Cube"})));
+        assert_eq!(
+            (c.as_str(), p.to_value()),
+            ("get_object_info", json!({"name": "Cube"}))
+        );
         let (_, p) = map_call("get_viewport_screenshot", args(json!({}))).unwrap();
         assert_eq!(p.to_value(), json!({}));
     }

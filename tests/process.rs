@@ -36,7 +36,13 @@ fn field(line: &str, key: &str) -> Option<String> {
 impl Manager {
     fn start(extra: &[&str]) -> Manager {
         let mut child = clean_command()
-            .args(["serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--compat-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -53,13 +59,22 @@ impl Manager {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the manager logs its start-up line");
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the manager never logged its start-up line");
+            };
             if line.contains("session manager started") {
-                let rpc = field(&line, "jsonrpc").unwrap().parse().unwrap();
-                let compat = field(&line, "compat").unwrap().parse().unwrap();
-                return Manager { child, rpc, compat, log: rx };
+                let addr = |key| field(&line, key).and_then(|a| a.parse().ok());
+                if let (Some(rpc), Some(compat)) = (addr("jsonrpc"), addr("compat")) {
+                    return Manager {
+                        child,
+                        rpc,
+                        compat,
+                        log: rx,
+                    };
+                }
             }
         }
     }
@@ -110,7 +125,10 @@ fn refuses_a_non_loopback_listen_without_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--listen 0.0.0.0:0") && err.contains("--token"), "{err}");
+    assert!(
+        err.contains("--listen 0.0.0.0:0") && err.contains("--token"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,7 +141,10 @@ fn a_listener_that_cannot_bind_names_the_flag_and_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("--compat-listen {addr}: cannot listen")), "{err}");
+    assert!(
+        err.contains(&format!("--compat-listen {addr}: cannot listen")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +163,11 @@ fn stops_cleanly_on_sigterm_and_logs_the_story() {
     let mock = rt.block_on(MockBlender::start());
     let mut m = Manager::start(&["--blender", &mock.addr().to_string()]);
     let out = m.client(&["call", "execute_code", r#"{"code": "print hello"}"#]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
     let created = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(created.starts_with("created session scene-"), "{created}");
@@ -163,15 +188,24 @@ fn cli_lists_shows_and_closes_sessions() {
     let m = Manager::start(&["--blender", &mock.addr().to_string()]);
     let out = m.client(&["call", "get_scene_info"]);
     assert!(out.status.success());
-    let id = String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("created session ").to_string();
+    let id = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .trim_start_matches("created session ")
+        .to_string();
     let list = m.client(&["sessions", "list"]);
     let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.contains(&id) && list.contains("get_scene_info"), "{list}");
+    assert!(
+        list.contains(&id) && list.contains("get_scene_info"),
+        "{list}"
+    );
     let hist = m.client(&["sessions", "history", &id]);
     assert!(String::from_utf8_lossy(&hist.stdout).contains("success"));
     let json = m.client(&["--json", "sessions", "show", &id]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["state"]["objects"], serde_json::json!(["Cube", "Camera", "Light"]));
+    assert_eq!(
+        v["state"]["objects"],
+        serde_json::json!(["Cube", "Camera", "Light"])
+    );
     let closed = m.client(&["sessions", "close", &id]);
     assert!(String::from_utf8_lossy(&closed.stdout).contains(&format!("closed {id}")));
     let gone = m.client(&["sessions", "show", &id]);
@@ -183,8 +217,14 @@ fn cli_lists_shows_and_closes_sessions() {
 
 #[test]
 fn cli_says_when_the_manager_cannot_be_reached() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = clean_command().args(["--manager", &free.to_string(), "status"]).output().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = clean_command()
+        .args(["--manager", &free.to_string(), "status"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the manager"));
 }

@@ -74,7 +74,10 @@ pub fn error_reply(message: &str) -> Bytes {
 fn parse(frame: &JsonFrame) -> Result<(String, Option<RawJson>, Option<String>), String> {
     let strict = frame.strict_bytes();
     if strict.first() != Some(&b'{') {
-        return Err("Invalid request: expected a JSON object like {\"type\": ..., \"params\": {...}}".into());
+        return Err(
+            "Invalid request: expected a JSON object like {\"type\": ..., \"params\": {...}}"
+                .into(),
+        );
     }
     let req: CompatRequest<'_> =
         serde_json::from_slice(&strict).map_err(|e| format!("Invalid request: {e}"))?;
@@ -84,9 +87,9 @@ fn parse(frame: &JsonFrame) -> Result<(String, Option<RawJson>, Option<String>),
     let params = match req.params {
         None => None,
         Some(raw) if raw.get() == "null" => None,
-        Some(raw) if raw.get().starts_with('{') => {
-            Some(RawJson::from_validated(Bytes::copy_from_slice(raw.get().as_bytes())))
-        }
+        Some(raw) if raw.get().starts_with('{') => Some(RawJson::from_validated(
+            Bytes::copy_from_slice(raw.get().as_bytes()),
+        )),
         Some(_) => return Err("Invalid request: \"params\" must be an object".into()),
     };
     Ok((command, params, req.session_id))
@@ -112,9 +115,10 @@ async fn connection(
         };
         let (reply, close_after) = match frame {
             None | Some(Err(_)) => break,
-            Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => {
-                (error_reply(&ManagerError::TooLarge { limit }.to_string()), true)
-            }
+            Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => (
+                error_reply(&ManagerError::TooLarge { limit }.to_string()),
+                true,
+            ),
             Some(Ok(Frame::Invalid(e))) => (error_reply(&format!("Invalid JSON: {e}")), false),
             Some(Ok(Frame::Value(frame))) => match parse(&frame) {
                 Err(msg) => (error_reply(&msg), false),
@@ -175,7 +179,10 @@ async fn ensure_session(
         Some(id) => (manager.session(&id)?, false),
         None => {
             let meta = serde_json::json!({"created_by": "compat", "peer": peer.to_string()});
-            (manager.create_session(SessionOwner::Compat, meta).await?, true)
+            (
+                manager.create_session(SessionOwner::Compat, meta).await?,
+                true,
+            )
         }
     };
     *session = Some((handle.clone(), owned));

@@ -88,11 +88,17 @@ async fn connection(
                 break;
             }
             Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => {
-                let _ = tx.send((rpc::failure(None, &ManagerError::TooLarge { limit }), Some(permit)));
+                let _ = tx.send((
+                    rpc::failure(None, &ManagerError::TooLarge { limit }),
+                    Some(permit),
+                ));
                 continue;
             }
             Some(Ok(Frame::Invalid(e))) => {
-                let _ = tx.send((rpc::failure(None, &ManagerError::Parse(e.to_string())), Some(permit)));
+                let _ = tx.send((
+                    rpc::failure(None, &ManagerError::Parse(e.to_string())),
+                    Some(permit),
+                ));
                 continue;
             }
             Some(Ok(Frame::Value(frame))) => frame,
@@ -105,7 +111,11 @@ async fn connection(
             }
         };
         if request.method == "authenticate" {
-            let reply = authenticate(token.as_deref(), request.params.as_deref(), &mut authenticated);
+            let reply = authenticate(
+                token.as_deref(),
+                request.params.as_deref(),
+                &mut authenticated,
+            );
             if let Some(id) = request.id.as_deref() {
                 let bytes = match reply {
                     Ok(()) => rpc::success(id, br#"{"authenticated":true}"#),

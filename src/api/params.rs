@@ -113,9 +113,19 @@ mod tests {
             p.string("session_id").unwrap_err().to_string(),
             "Invalid params: session_id: expected a string"
         );
-        assert!(p.opt_u64("limit").unwrap_err().to_string().starts_with("Invalid params: limit:"));
-        assert_eq!(p.string("missing").unwrap_err().to_string(), "Invalid params: missing: missing");
-        assert_eq!(p.finish().unwrap_err().to_string(), "Invalid params: extra: unknown parameter");
+        assert!(p
+            .opt_u64("limit")
+            .unwrap_err()
+            .to_string()
+            .starts_with("Invalid params: limit:"));
+        assert_eq!(
+            p.string("missing").unwrap_err().to_string(),
+            "Invalid params: missing: missing"
+        );
+        assert_eq!(
+            p.finish().unwrap_err().to_string(),
+            "Invalid params: extra: unknown parameter"
+        );
         let raw: Box<RawValue> = serde_json::from_str("[1]").unwrap();
         assert!(Params::from_raw(Some(&raw)).is_err());
         assert!(Params::from_raw(None).unwrap().finish().is_ok());

@@ -35,10 +35,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<RpcRequest, (Option<String>, Manage
             let text = raw.get();
             let first = text.as_bytes()[0];
             if !(first == b'"' || first == b'-' || first.is_ascii_digit() || text == "null") {
-                return Err((
-                    None,
-                    invalid("id must be a string, a number or null"),
-                ));
+                return Err((None, invalid("id must be a string, a number or null")));
             }
             Some(text.to_string())
         }
@@ -104,13 +101,25 @@ mod tests {
     #[test]
     fn names_what_is_wrong() {
         let e = |b: &[u8]| parse_request(b).unwrap_err();
-        assert_eq!(e(b"[1]").1.to_string(), "Invalid request: batch requests are not supported");
-        assert_eq!(e(b"3").1.to_string(), "Invalid request: expected a JSON object");
+        assert_eq!(
+            e(b"[1]").1.to_string(),
+            "Invalid request: batch requests are not supported"
+        );
+        assert_eq!(
+            e(b"3").1.to_string(),
+            "Invalid request: expected a JSON object"
+        );
         let (id, err) = e(br#"{"id":"a","method":5}"#);
         assert_eq!((id.as_deref(), err.code()), (Some("\"a\""), -32600));
         assert_eq!(e(br#"{"id":{},"method":"m"}"#).1.code(), -32600);
-        assert_eq!(e(br#"{"jsonrpc":"1.0","id":1,"method":"m"}"#).1.code(), -32600);
-        assert_eq!(e(br#"{"id":1}"#).1.to_string(), "Invalid request: missing method");
+        assert_eq!(
+            e(br#"{"jsonrpc":"1.0","id":1,"method":"m"}"#).1.code(),
+            -32600
+        );
+        assert_eq!(
+            e(br#"{"id":1}"#).1.to_string(),
+            "Invalid request: missing method"
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ impl BackendStats {
         if let Some(rt) = round_trip {
             let sample = rt.as_micros().min(u128::from(u64::MAX)) as u64;
             let old = self.latency_us.load(Ordering::Relaxed);
-            let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
+            let new = if old == 0 {
+                sample
+            } else {
+                (old * 7 + sample) / 8
+            };
             self.latency_us.store(new.max(1), Ordering::Relaxed);
         }
     }

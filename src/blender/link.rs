@@ -125,7 +125,8 @@ impl BlenderLink {
             )));
         }
         let target = (self.addr.host.as_str(), self.addr.port);
-        let attempt = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(target));
+        let attempt =
+            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(target));
         let outcome = match attempt.await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(e.to_string()),
@@ -138,7 +139,8 @@ impl BlenderLink {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 let (read, writer) = stream.into_split();
-                let codec = JsonFrameCodec::new(NewlinePolicy::Stream, self.settings.max_frame_bytes);
+                let codec =
+                    JsonFrameCodec::new(NewlinePolicy::Stream, self.settings.max_frame_bytes);
                 self.conn = Some(Connection {
                     reader: FramedRead::with_capacity(read, codec, 16 * 1024),
                     writer,

@@ -68,8 +68,8 @@ impl BlenderReply {
         if strict.first() != Some(&b'{') {
             return Err(format!("expected a JSON object, got {}", preview(&strict)));
         }
-        let env: Envelope<'_> = serde_json::from_slice(&strict)
-            .map_err(|e| format!("{e} in {}", preview(&strict)))?;
+        let env: Envelope<'_> =
+            serde_json::from_slice(&strict).map_err(|e| format!("{e} in {}", preview(&strict)))?;
         let slice_of = |raw: &RawValue| -> Range<usize> {
             let start = raw.get().as_ptr() as usize - strict.as_ptr() as usize;
             start..start + raw.get().len()
@@ -152,7 +152,13 @@ fn cut_member(b: &[u8], value: Range<usize>, key: &[u8]) -> Option<(usize, usize
     }
     match (before.checked_sub(1).map(|p| b[p]), b.get(after)) {
         (Some(b','), Some(b'}' | b',')) => Some((before - 1, value.end)),
-        (Some(b'{'), Some(b',')) => Some((key_start, after + 1)),
+        (Some(b'{'), Some(b',')) => {
+            let mut next = after + 1;
+            while next < b.len() && ws(b[next]) {
+                next += 1;
+            }
+            Some((key_start, next))
+        }
         (Some(b'{'), Some(b'}')) => Some((key_start, value.end)),
         _ => None,
     }
@@ -195,7 +201,10 @@ mod tests {
     fn nan_becomes_null_for_the_result_but_is_relayed_as_received() {
         let s = r#"{"status": "success", "result": {"x": NaN, "s": "NaN"}}"#;
         let r = reply(s).unwrap();
-        assert_eq!(r.result.to_value(), serde_json::json!({"x": null, "s": "NaN"}));
+        assert_eq!(
+            r.result.to_value(),
+            serde_json::json!({"x": null, "s": "NaN"})
+        );
         assert_eq!(r.relay_bytes().as_ref(), s.as_bytes());
     }
 
@@ -206,17 +215,27 @@ mod tests {
         let st = r.addon_state.clone().unwrap();
         assert_eq!(st.objects, vec!["Cube"]);
         assert_eq!(st.active.as_deref(), Some("Cube"));
-        assert_eq!(r.relay_bytes().as_ref(), br#"{"status": "success", "result": 1}"#);
+        assert_eq!(
+            r.relay_bytes().as_ref(),
+            br#"{"status": "success", "result": 1}"#
+        );
         let s = r#"{"_state": {"objects": []}, "status": "success"}"#;
-        assert_eq!(reply(s).unwrap().relay_bytes().as_ref(), br#"{"status": "success"}"#);
+        assert_eq!(
+            reply(s).unwrap().relay_bytes().as_ref(),
+            br#"{"status": "success"}"#
+        );
         let s = r#"{ "_state" : {} }"#;
         assert!(reply(s).is_err());
     }
 
     #[test]
     fn bad_envelopes_are_named() {
-        assert!(reply("[1,2]").unwrap_err().contains("expected a JSON object"));
+        assert!(reply("[1,2]")
+            .unwrap_err()
+            .contains("expected a JSON object"));
         assert!(reply(r#"{"result": 1}"#).unwrap_err().contains("status"));
-        assert!(reply(r#"{"status": "maybe"}"#).unwrap_err().contains("maybe"));
+        assert!(reply(r#"{"status": "maybe"}"#)
+            .unwrap_err()
+            .contains("maybe"));
     }
 }

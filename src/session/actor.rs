@@ -58,7 +58,9 @@ impl SessionActor {
     pub(crate) async fn run(mut self, ready: oneshot::Sender<()>) {
         let id = self.session.id.clone();
         match self.link.connect().await {
-            Ok(()) => info!(session = %id, backend = %self.link.address(), "Blender connected for session"),
+            Ok(()) => {
+                info!(session = %id, backend = %self.link.address(), "Blender connected for session")
+            }
             Err(e) => warn!(session = %id, error = %e, "Blender not reachable at session start"),
         }
         self.sync_link_status();
@@ -120,7 +122,11 @@ impl SessionActor {
             d.running = Some(req.command_type.clone());
             d.next_seq
         };
-        let line = request::build(&req.command_type, req.params.as_ref(), Some(&self.session.id));
+        let line = request::build(
+            &req.command_type,
+            req.params.as_ref(),
+            Some(&self.session.id),
+        );
         info!(session = %self.session.id, command = %req.command_type, seq, "command sent");
         let result = self.link.request(&req.command_type, &line).await;
         let duration = started.elapsed().as_secs_f64();

@@ -258,7 +258,11 @@ impl SessionHandle {
         let (reply, rx) = oneshot::channel();
         self.session.pending.fetch_add(1, Ordering::AcqRel);
         self.session.touch();
-        if self.tx.send(SessionMsg::Command { request, reply }).is_err() {
+        if self
+            .tx
+            .send(SessionMsg::Command { request, reply })
+            .is_err()
+        {
             self.session.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(self.closed_error());
         }

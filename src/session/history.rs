@@ -129,7 +129,14 @@ mod tests {
         assert_eq!(seqs(h.query(None, Some(5))), Vec::<u64>::new());
         let v = serde_json::to_value(&h.query(Some(1), None)[0]).unwrap();
         for key in [
-            "seq", "command", "params", "status", "result", "error", "timestamp", "duration",
+            "seq",
+            "command",
+            "params",
+            "status",
+            "result",
+            "error",
+            "timestamp",
+            "duration",
             "job_id",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");

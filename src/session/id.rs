@@ -21,7 +21,9 @@ pub fn is_valid(id: &str) -> bool {
         && b[14] == b'-'
         && b[15..21].iter().all(u8::is_ascii_digit)
         && b[21] == b'-'
-        && b[22..].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && b[22..]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

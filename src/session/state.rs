@@ -160,14 +160,21 @@ mod tests {
     fn merge_validates_known_keys_and_keeps_others() {
         let mut s = SceneState::default();
         let ok: Map<String, Value> =
-            serde_json::from_str(r#"{"objects":["Cube"],"selection":"Cube","mood":"blue"}"#).unwrap();
+            serde_json::from_str(r#"{"objects":["Cube"],"selection":"Cube","mood":"blue"}"#)
+                .unwrap();
         s.merge(ok).unwrap();
         assert_eq!(s.objects, vec!["Cube"]);
         let bad: Map<String, Value> =
             serde_json::from_str(r#"{"objects":"Cube","other":1}"#).unwrap();
         let e = s.merge(bad).unwrap_err();
-        assert_eq!(e.to_string(), "Invalid params: state.objects: expected a list of strings");
-        assert!(!s.extra.contains_key("other"), "a failed merge changes nothing");
+        assert_eq!(
+            e.to_string(),
+            "Invalid params: state.objects: expected a list of strings"
+        );
+        assert!(
+            !s.extra.contains_key("other"),
+            "a failed merge changes nothing"
+        );
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["mood"], "blue");
         assert_eq!(v["selection"], "Cube");
