@@ -9,20 +9,34 @@ use bytes::Bytes;
 use serde_json::json;
 use support::{Harness, Rpc};
 
-async fn send(rpc: &mut Rpc, id: &str, command: &str) -> Result<serde_json::Value, serde_json::Value> {
-    rpc.call("send_command", json!({"session_id": id, "command_type": command})).await
+async fn send(
+    rpc: &mut Rpc,
+    id: &str,
+    command: &str,
+) -> Result<serde_json::Value, serde_json::Value> {
+    rpc.call(
+        "send_command",
+        json!({"session_id": id, "command_type": command}),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn blender_error_reply_is_a_normal_reply_and_keeps_the_socket() {
     let h = Harness::start().await;
-    h.mock.once("execute_code", MockAction::Reply(json!({"status": "error", "message": "Error executing code: boom"})));
+    h.mock.once(
+        "execute_code",
+        MockAction::Reply(json!({"status": "error", "message": "Error executing code: boom"})),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let r = send(&mut rpc, &id, "execute_code").await.unwrap();
     assert_eq!(r["status"], "error");
     assert_eq!(r["message"], "Error executing code: boom");
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
     assert_eq!(h.mock.connections_accepted(), 1);
 }
 
@@ -32,19 +46,29 @@ async fn command_timeout_closes_the_socket_so_a_late_reply_is_never_taken_for_th
     // The first reply comes after 200 s: past the timeout.
     h.mock.once(
         "slow",
-        MockAction::Delay(Duration::from_secs(200), Box::new(MockAction::Reply(json!({"status": "success", "result": "late"})))),
+        MockAction::Delay(
+            Duration::from_secs(200),
+            Box::new(MockAction::Reply(
+                json!({"status": "success", "result": "late"}),
+            )),
+        ),
     );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let e = send(&mut rpc, &id, "slow").await.unwrap_err();
     assert_eq!(e["code"], -32003);
     assert_eq!(e["data"]["kind"], "blender_timeout");
-    assert!(e["message"].as_str().unwrap().starts_with("Timeout waiting for Blender response"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Timeout waiting for Blender response"));
     // The next command goes over a new socket and gets its own reply.
     let r = send(&mut rpc, &id, "ping").await.unwrap();
     assert_eq!(r["result"]["command"], "ping");
     assert_eq!(h.mock.connections_accepted(), 2);
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     assert_eq!(hist[0]["status"], "timeout");
     assert_eq!(hist[0]["error"]["kind"], "blender_timeout");
     assert_eq!(hist[1]["status"], "success");
@@ -60,8 +84,13 @@ async fn blender_closing_mid_command_fails_it_at_once_and_the_session_survives()
     assert_eq!(e["code"], -32010);
     assert_eq!(e["message"], "Blender closed the connection during render");
     assert_eq!(e["data"]["kind"], "blender_disconnected");
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     assert_eq!(hist[0]["status"], "disconnected");
 }
 
@@ -73,19 +102,28 @@ async fn blender_resetting_mid_command_fails_it_with_blender_disconnected() {
     let id = rpc.create().await;
     let e = send(&mut rpc, &id, "render").await.unwrap_err();
     assert_eq!(e["code"], -32010);
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
 }
 
 #[tokio::test]
 async fn garbage_from_blender_is_a_bad_reply_and_the_socket_is_replaced() {
     let h = Harness::start().await;
-    h.mock.once("weird", MockAction::Garbage(Bytes::from_static(b"<html>oops</html>\n")));
+    h.mock.once(
+        "weird",
+        MockAction::Garbage(Bytes::from_static(b"<html>oops</html>\n")),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let e = send(&mut rpc, &id, "weird").await.unwrap_err();
     assert_eq!(e["code"], -32011);
     assert_eq!(e["data"]["kind"], "blender_bad_reply");
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
     assert_eq!(h.mock.connections_accepted(), 2);
 }
 
@@ -97,20 +135,29 @@ async fn replies_without_delimiter_split_or_with_nan_are_read() {
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let r = send(&mut rpc, &id, "nan").await.unwrap();
-    assert_eq!(r["result"], json!({"location": [null, null, 1.0], "name": "NaN {\"}"}));
+    assert_eq!(
+        r["result"],
+        json!({"location": [null, null, 1.0], "name": "NaN {\"}"})
+    );
 }
 
 #[tokio::test]
 async fn oversized_reply_is_refused_with_too_large() {
     let h = Harness::start_with(|c| c.max_frame_bytes = 4096).await;
     let big = "y".repeat(10_000);
-    h.mock.once("big", MockAction::Reply(json!({"status": "success", "result": big})));
+    h.mock.once(
+        "big",
+        MockAction::Reply(json!({"status": "success", "result": big})),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let e = send(&mut rpc, &id, "big").await.unwrap_err();
     assert_eq!(e["code"], -32006);
     assert_eq!(e["message"], "Message exceeds 4096 bytes");
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +172,13 @@ async fn blender_dying_while_idle_is_noticed_without_a_command() {
     for _ in 0..500 {
         let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
         if info["blender"]["connected"] == false {
-            assert!(info["blender"]["last_error"].as_str().unwrap().contains("closed the connection while idle"), "{info}");
+            assert!(
+                info["blender"]["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("closed the connection while idle"),
+                "{info}"
+            );
             noticed = true;
             break;
         }
@@ -146,16 +199,32 @@ async fn survives_blender_restart_mid_command() {
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     let backend = h.mock.addr();
-    let pending = rpc.send("send_command", json!({"session_id": id, "command_type": "render"})).await;
-    h.mock.wait_until("the render request", |m| !m.requests_of("render").is_empty()).await;
+    let pending = rpc
+        .send(
+            "send_command",
+            json!({"session_id": id, "command_type": "render"}),
+        )
+        .await;
+    h.mock
+        .wait_until("the render request", |m| {
+            !m.requests_of("render").is_empty()
+        })
+        .await;
     h.mock.kill().await;
     let reply = rpc.read_reply().await;
     assert_eq!(reply["id"], pending);
     assert_eq!(reply["error"]["code"], -32010);
     let back = MockBlender::start_on(backend).await.unwrap();
-    assert_eq!(send(&mut rpc, &id, "ping").await.unwrap()["status"], "success");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
     assert_eq!(back.requests_of("ping").len(), 1);
-    assert_eq!(back.requests_of("ping")[0]["session_id"], id.as_str(), "same session id on the new socket");
+    assert_eq!(
+        back.requests_of("ping")[0]["session_id"],
+        id.as_str(),
+        "same session id on the new socket"
+    );
 }
 
 #[tokio::test]
@@ -178,13 +247,19 @@ async fn while_blender_is_down_commands_fail_fast_and_say_when_the_next_attempt_
     // Immediately after: in backoff, no new attempt, and the message says when.
     let e2 = send(&mut rpc, &id, "ping").await.unwrap_err();
     assert_eq!(e2["code"], -32002);
-    assert!(e2["message"].as_str().unwrap().contains("next attempt in"), "{e2}");
+    assert!(
+        e2["message"].as_str().unwrap().contains("next attempt in"),
+        "{e2}"
+    );
 }
 
 #[tokio::test]
 async fn never_two_requests_in_flight_and_commands_run_in_order() {
     let h = Harness::start().await;
-    h.mock.always("work", MockAction::Delay(Duration::from_millis(2), Box::new(MockAction::Default)));
+    h.mock.always(
+        "work",
+        MockAction::Delay(Duration::from_millis(2), Box::new(MockAction::Default)),
+    );
     let mut setup = h.rpc().await;
     let id = setup.create().await;
     // 100 callers on separate connections, all on one session.
@@ -194,8 +269,16 @@ async fn never_two_requests_in_flight_and_commands_run_in_order() {
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
             let mut rpc = Rpc::connect(addr).await;
-            let r = rpc.ok("send_command", json!({"session_id": id, "command_type": "work", "params": {"i": i}})).await;
-            assert_eq!(r["result"]["params"]["i"], i, "every reply matched to its request");
+            let r = rpc
+                .ok(
+                    "send_command",
+                    json!({"session_id": id, "command_type": "work", "params": {"i": i}}),
+                )
+                .await;
+            assert_eq!(
+                r["result"]["params"]["i"], i,
+                "every reply matched to its request"
+            );
             r["seq"].as_u64().unwrap()
         }));
     }
@@ -207,8 +290,23 @@ async fn never_two_requests_in_flight_and_commands_run_in_order() {
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     assert_eq!(h.mock.violations(), 0);
     // FIFO: Blender saw the commands in seq order.
-    let hist = setup.ok("get_session_history", json!({"session_id": id, "limit": 100})).await;
-    let order: Vec<_> = hist.as_array().unwrap().iter().map(|e| e["params"]["i"].clone()).collect();
-    let seen: Vec<_> = h.mock.requests_of("work").iter().map(|r| r["params"]["i"].clone()).collect();
+    let hist = setup
+        .ok(
+            "get_session_history",
+            json!({"session_id": id, "limit": 100}),
+        )
+        .await;
+    let order: Vec<_> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["params"]["i"].clone())
+        .collect();
+    let seen: Vec<_> = h
+        .mock
+        .requests_of("work")
+        .iter()
+        .map(|r| r["params"]["i"].clone())
+        .collect();
     assert_eq!(order, seen);
 }

@@ -12,16 +12,23 @@ use support::{Harness, Rpc};
 async fn parse_error_on_one_line_then_the_next_line_is_read_normally() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    rpc.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\n").await;
+    rpc.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\n")
+        .await;
     let e = rpc.read_reply().await;
     assert_eq!(e["error"]["code"], -32700);
     assert_eq!(e["id"], json!(null));
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("Parse error: "));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Parse error: "));
     rpc.send_raw(b"not json at all\n").await;
     assert_eq!(rpc.read_reply().await["error"]["code"], -32700);
     // Two requests on one line, and blank lines, are fine.
     rpc.send_raw(b"\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"list_tools\"}{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"list_sessions\"}\n\n").await;
-    let mut ids = vec![rpc.read_reply().await["id"].clone(), rpc.read_reply().await["id"].clone()];
+    let mut ids = vec![
+        rpc.read_reply().await["id"].clone(),
+        rpc.read_reply().await["id"].clone(),
+    ];
     ids.sort_by_key(|v| v.as_u64());
     assert_eq!(ids, vec![json!(2), json!(3)]);
 }
@@ -30,7 +37,8 @@ async fn parse_error_on_one_line_then_the_next_line_is_read_normally() {
 async fn invalid_requests_methods_and_params_are_named() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    rpc.send_raw(b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"list_tools\"}]\n").await;
+    rpc.send_raw(b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"list_tools\"}]\n")
+        .await;
     let e = rpc.read_reply().await;
     assert_eq!(e["error"]["code"], -32600);
     assert_eq!(e["error"]["data"]["kind"], "invalid_request");
@@ -41,9 +49,16 @@ async fn invalid_requests_methods_and_params_are_named() {
     assert_eq!(e["code"], -32602);
     assert_eq!(e["message"], "Invalid params: command_type: missing");
     assert_eq!(e["data"]["param"], "command_type");
-    let e = rpc.err("get_session_info", json!({"session_id": "x", "sesion": 1})).await;
+    let e = rpc
+        .err("get_session_info", json!({"session_id": "x", "sesion": 1}))
+        .await;
     assert_eq!(e["message"], "Invalid params: sesion: unknown parameter");
-    let e = rpc.err("send_command", json!({"session_id": "x", "command_type": "ping", "params": [1]})).await;
+    let e = rpc
+        .err(
+            "send_command",
+            json!({"session_id": "x", "command_type": "ping", "params": [1]}),
+        )
+        .await;
     assert_eq!(e["message"], "Invalid params: params: expected an object");
 }
 
@@ -51,17 +66,25 @@ async fn invalid_requests_methods_and_params_are_named() {
 async fn notifications_get_no_reply() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    rpc.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"create_session\"}\n").await;
+    rpc.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"create_session\"}\n")
+        .await;
     // The next reply is for the request after the notification.
     let listed = rpc.ok("list_sessions", json!({})).await;
-    assert_eq!(listed.as_array().unwrap().len(), 1, "the notification still ran");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the notification still ran"
+    );
 }
 
 #[tokio::test]
 async fn oversized_request_is_refused_and_the_next_line_works() {
     let h = Harness::start_with(|c| c.max_frame_bytes = 2048).await;
     let mut rpc = h.rpc().await;
-    let big = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{{\"p\":\"{}\"}}}}\n", "z".repeat(5000));
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{{\"p\":\"{}\"}}}}\n",
+        "z".repeat(5000)
+    );
     rpc.send_raw(big.as_bytes()).await;
     let e = rpc.read_reply().await;
     assert_eq!(e["error"]["code"], -32006);
@@ -72,15 +95,31 @@ async fn oversized_request_is_refused_and_the_next_line_works() {
 #[tokio::test]
 async fn requests_on_one_connection_run_concurrently_and_replies_match_by_id() {
     let h = Harness::start().await;
-    h.mock.once("slow", MockAction::Delay(Duration::from_millis(300), Box::new(MockAction::Default)));
+    h.mock.once(
+        "slow",
+        MockAction::Delay(Duration::from_millis(300), Box::new(MockAction::Default)),
+    );
     let mut rpc = h.rpc().await;
     let a = rpc.create().await;
     let b = rpc.create().await;
-    let slow = rpc.send("send_command", json!({"session_id": a, "command_type": "slow"})).await;
-    let fast = rpc.send("send_command", json!({"session_id": b, "command_type": "ping"})).await;
+    let slow = rpc
+        .send(
+            "send_command",
+            json!({"session_id": a, "command_type": "slow"}),
+        )
+        .await;
+    let fast = rpc
+        .send(
+            "send_command",
+            json!({"session_id": b, "command_type": "ping"}),
+        )
+        .await;
     let first = rpc.read_reply().await;
     let second = rpc.read_reply().await;
-    assert_eq!(first["id"], fast, "the fast command on another session is not held behind the slow one");
+    assert_eq!(
+        first["id"], fast,
+        "the fast command on another session is not held behind the slow one"
+    );
     assert_eq!(second["id"], slow);
     assert_eq!(second["result"]["result"]["command"], "slow");
 }
@@ -89,11 +128,17 @@ async fn requests_on_one_connection_run_concurrently_and_replies_match_by_id() {
 async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
     let h = Harness::start().await;
     let big = "b".repeat(256 * 1024);
-    h.mock.always("big", MockAction::Reply(json!({"status": "success", "result": big})));
+    h.mock.always(
+        "big",
+        MockAction::Reply(json!({"status": "success", "result": big})),
+    );
     let mut hog = h.rpc().await;
     let id = hog.create().await;
     // Send many requests with big replies and never read them.
-    let line = format!("{}\n", json!({"jsonrpc": "2.0", "id": 1, "method": "send_command", "params": {"session_id": id, "command_type": "big"}}));
+    let line = format!(
+        "{}\n",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "send_command", "params": {"session_id": id, "command_type": "big"}})
+    );
     for _ in 0..200 {
         hog.send_raw(line.as_bytes()).await;
     }
@@ -101,27 +146,47 @@ async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
     let mut other = h.rpc().await;
     let mine = other.create().await;
     for _ in 0..10 {
-        let r = other.ok("send_command", json!({"session_id": mine, "command_type": "ping"})).await;
+        let r = other
+            .ok(
+                "send_command",
+                json!({"session_id": mine, "command_type": "ping"}),
+            )
+            .await;
         assert_eq!(r["status"], "success");
     }
     // The hog's session stopped being fed once its replies backed up (bounded work).
-    let info = other.ok("get_session_info", json!({"session_id": id})).await;
+    let info = other
+        .ok("get_session_info", json!({"session_id": id}))
+        .await;
     assert!(info["command_count"].as_u64().unwrap() < 200, "{info}");
 }
 
 #[tokio::test]
 async fn a_caller_disconnecting_mid_command_does_not_cancel_it() {
     let h = Harness::start().await;
-    h.mock.once("render", MockAction::Delay(Duration::from_millis(200), Box::new(MockAction::Default)));
+    h.mock.once(
+        "render",
+        MockAction::Delay(Duration::from_millis(200), Box::new(MockAction::Default)),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    rpc.send("send_command", json!({"session_id": id, "command_type": "render"})).await;
-    h.mock.wait_until("the render request", |m| !m.requests_of("render").is_empty()).await;
+    rpc.send(
+        "send_command",
+        json!({"session_id": id, "command_type": "render"}),
+    )
+    .await;
+    h.mock
+        .wait_until("the render request", |m| {
+            !m.requests_of("render").is_empty()
+        })
+        .await;
     drop(rpc);
     let mut other = h.rpc().await;
     let mut recorded = None;
     for _ in 0..300 {
-        let hist = other.ok("get_session_history", json!({"session_id": id})).await;
+        let hist = other
+            .ok("get_session_history", json!({"session_id": id}))
+            .await;
         if let Some(e) = hist.as_array().unwrap().first() {
             recorded = Some(e.clone());
             break;
@@ -139,14 +204,20 @@ async fn with_a_token_callers_must_authenticate_first() {
     let mut rpc = h.rpc().await;
     let e = rpc.err("list_sessions", json!({})).await;
     assert_eq!(e["code"], -32007);
-    assert_eq!(e["message"], "Unauthorized: authenticate with the manager's token first");
+    assert_eq!(
+        e["message"],
+        "Unauthorized: authenticate with the manager's token first"
+    );
     let e = rpc.err("authenticate", json!({"token": "guess"})).await;
     assert_eq!(e["code"], -32007);
     assert_eq!(e["message"], "Unauthorized: wrong token");
     // Pipelined right behind authenticate: sees its effect.
     rpc.send("authenticate", json!({"token": "s3cret"})).await;
     rpc.send("list_sessions", json!({})).await;
-    assert_eq!(rpc.read_reply().await["result"], json!({"authenticated": true}));
+    assert_eq!(
+        rpc.read_reply().await["result"],
+        json!({"authenticated": true})
+    );
     assert_eq!(rpc.read_reply().await["result"], json!([]));
     // Another connection is not authenticated by this one.
     let mut other = Rpc::connect(h.server.rpc_addr).await;
@@ -158,8 +229,21 @@ async fn list_tools_returns_the_catalogue() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
     let tools = rpc.ok("list_tools", json!({})).await;
-    let names: Vec<_> = tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
-    assert_eq!(names, ["execute_blender_code", "get_scene_info", "get_object_info", "get_viewport_screenshot"]);
+    let names: Vec<_> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "execute_blender_code",
+            "get_scene_info",
+            "get_object_info",
+            "get_viewport_screenshot"
+        ]
+    );
     assert_eq!(tools[2]["input_schema"]["required"], json!(["object_name"]));
 }
 
@@ -167,7 +251,12 @@ async fn list_tools_returns_the_catalogue() {
 async fn handle_tool_call_creates_a_session_and_maps_tool_names() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    let r = rpc.ok("handle_tool_call", json!({"name": "execute_blender_code", "arguments": {"code": "print hello"}})).await;
+    let r = rpc
+        .ok(
+            "handle_tool_call",
+            json!({"name": "execute_blender_code", "arguments": {"code": "print hello"}}),
+        )
+        .await;
     let id = r["session_id"].as_str().unwrap().to_string();
     assert!(blender_session_manager::session::id::is_valid(&id));
     assert_eq!(r["result"]["status"], "success");
@@ -176,12 +265,32 @@ async fn handle_tool_call_creates_a_session_and_maps_tool_names() {
     // Reusing the session, with the id inside the arguments as MCP servers send it.
     let r = rpc.ok("handle_tool_call", json!({"name": "get_object_info", "arguments": {"object_name": "Cube", "session_id": id}})).await;
     assert_eq!(r["session_id"], id.as_str());
-    assert_eq!(h.mock.requests_of("get_object_info")[0]["params"], json!({"name": "Cube"}));
-    assert_eq!(rpc.ok("list_sessions", json!({})).await.as_array().unwrap().len(), 1);
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    assert_eq!(
+        h.mock.requests_of("get_object_info")[0]["params"],
+        json!({"name": "Cube"})
+    );
+    assert_eq!(
+        rpc.ok("list_sessions", json!({}))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     assert_eq!(hist.as_array().unwrap().len(), 2);
-    let e = rpc.err("handle_tool_call", json!({"name": "get_object_info", "arguments": {}})).await;
-    assert_eq!(e["message"], "Invalid params: arguments.object_name: missing");
+    let e = rpc
+        .err(
+            "handle_tool_call",
+            json!({"name": "get_object_info", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        e["message"],
+        "Invalid params: arguments.object_name: missing"
+    );
 }
 
 #[tokio::test]

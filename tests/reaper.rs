@@ -16,17 +16,27 @@ async fn reaps_session_idle_past_timeout_on_the_sweep() {
     let idle = rpc.create().await;
     let busy_later = rpc.create().await;
     tokio::time::sleep(Duration::from_secs(250)).await;
-    rpc.ok("send_command", json!({"session_id": busy_later, "command_type": "ping"})).await;
+    rpc.ok(
+        "send_command",
+        json!({"session_id": busy_later, "command_type": "ping"}),
+    )
+    .await;
     // At 300 s the idle one is exactly at the timeout: the 300 s sweep keeps it.
     tokio::time::sleep(Duration::from_secs(55)).await;
-    rpc.ok("get_session_info", json!({"session_id": idle})).await;
+    rpc.ok("get_session_info", json!({"session_id": idle}))
+        .await;
     // The sweep at 360 s closes it; the one used at 250 s stays.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let e = rpc.err("get_session_info", json!({"session_id": idle})).await;
+    let e = rpc
+        .err("get_session_info", json!({"session_id": idle}))
+        .await;
     assert_eq!(e["code"], -32001);
-    rpc.ok("get_session_info", json!({"session_id": busy_later})).await;
+    rpc.ok("get_session_info", json!({"session_id": busy_later}))
+        .await;
     // The reaped session's socket was closed.
-    h.mock.wait_until("one open Blender socket", |m| m.open_connections() == 1).await;
+    h.mock
+        .wait_until("one open Blender socket", |m| m.open_connections() == 1)
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -36,11 +46,22 @@ async fn a_session_with_a_command_running_is_not_idle() {
         c.sweep_interval = Duration::from_secs(5);
     })
     .await;
-    h.mock.once("bake", MockAction::Delay(Duration::from_secs(60), Box::new(MockAction::Default)));
+    h.mock.once(
+        "bake",
+        MockAction::Delay(Duration::from_secs(60), Box::new(MockAction::Default)),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    let r = rpc.ok("send_command", json!({"session_id": id, "command_type": "bake"})).await;
-    assert_eq!(r["status"], "success", "the 60 s command was not cut by the 10 s idle timeout");
+    let r = rpc
+        .ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "bake"}),
+        )
+        .await;
+    assert_eq!(
+        r["status"], "success",
+        "the 60 s command was not cut by the 10 s idle timeout"
+    );
     rpc.ok("get_session_info", json!({"session_id": id})).await;
 }
 
@@ -52,16 +73,30 @@ async fn a_session_owned_by_an_open_compat_connection_is_never_reaped() {
     })
     .await;
     let mut compat = h.compat().await;
-    compat.write_all(br#"{"type": "ping", "params": {}}"#).await.unwrap();
+    compat
+        .write_all(br#"{"type": "ping", "params": {}}"#)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 1024];
-    let n = tokio::io::AsyncReadExt::read(&mut compat, &mut buf).await.unwrap();
+    let n = tokio::io::AsyncReadExt::read(&mut compat, &mut buf)
+        .await
+        .unwrap();
     assert!(n > 0);
     let mut rpc = h.rpc().await;
     rpc.create().await;
     tokio::time::sleep(Duration::from_secs(120)).await;
     let sessions = rpc.ok("list_sessions", json!({})).await;
-    let owners: Vec<_> = sessions.as_array().unwrap().iter().map(|s| s["owner"].clone()).collect();
-    assert_eq!(owners, vec![json!("compat")], "the JSON-RPC session was reaped, the compat one kept");
+    let owners: Vec<_> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["owner"].clone())
+        .collect();
+    assert_eq!(
+        owners,
+        vec![json!("compat")],
+        "the JSON-RPC session was reaped, the compat one kept"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -71,7 +106,9 @@ async fn cleanup_idle_sessions_closes_by_the_given_timeout() {
     let a = rpc.create().await;
     tokio::time::sleep(Duration::from_secs(50)).await;
     let b = rpc.create().await;
-    let r = rpc.ok("cleanup_idle_sessions", json!({"timeout": 30})).await;
+    let r = rpc
+        .ok("cleanup_idle_sessions", json!({"timeout": 30}))
+        .await;
     assert_eq!(r, json!({"closed": [a]}));
     rpc.ok("get_session_info", json!({"session_id": b})).await;
 }

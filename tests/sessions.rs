@@ -14,7 +14,9 @@ fn is_session_id(s: &str) -> bool {
 async fn creates_a_session_with_a_live_blender_socket() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    let info = rpc.ok("create_session", json!({"metadata": {"user": "ada"}})).await;
+    let info = rpc
+        .ok("create_session", json!({"metadata": {"user": "ada"}}))
+        .await;
     let id = info["session_id"].as_str().unwrap();
     assert!(is_session_id(id), "{id}");
     assert_eq!(info["blender"]["connected"], true);
@@ -23,7 +25,11 @@ async fn creates_a_session_with_a_live_blender_socket() {
     assert_eq!(info["command_count"], 0);
     assert_eq!(info["metadata"]["user"], "ada");
     assert!(info["created_at"].as_f64().unwrap() > 1.7e9);
-    assert_eq!(h.mock.connections_accepted(), 1, "socket opened at creation");
+    assert_eq!(
+        h.mock.connections_accepted(),
+        1,
+        "socket opened at creation"
+    );
     let again = rpc.ok("get_session_info", json!({"session_id": id})).await;
     assert_eq!(again["session_id"], id);
     let listed = rpc.ok("list_sessions", json!({})).await;
@@ -49,7 +55,10 @@ async fn keeps_one_socket_across_many_commands() {
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
     assert_eq!(info["command_count"], 20);
     assert_eq!(info["state"]["last_command"], "execute_code");
-    assert_eq!(info["state"]["last_result"], json!({"executed": true, "result": "19\n"}));
+    assert_eq!(
+        info["state"]["last_result"],
+        json!({"executed": true, "result": "19\n"})
+    );
 }
 
 #[tokio::test]
@@ -58,44 +67,88 @@ async fn session_is_created_even_when_blender_is_down() {
     let backend = mock.backend();
     mock.kill().await;
     drop(mock);
-    let server = blender_session_manager::server::start(support::config(backend)).await.unwrap();
+    let server = blender_session_manager::server::start(support::config(backend))
+        .await
+        .unwrap();
     let mut rpc = support::Rpc::connect(server.rpc_addr).await;
     let info = rpc.ok("create_session", json!({})).await;
     assert_eq!(info["blender"]["connected"], false);
-    assert!(info["blender"]["last_error"].as_str().unwrap().contains("refused"), "{info}");
+    assert!(
+        info["blender"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{info}"
+    );
     let id = info["session_id"].as_str().unwrap();
-    let e = rpc.err("send_command", json!({"session_id": id, "command_type": "ping"})).await;
+    let e = rpc
+        .err(
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await;
     assert_eq!(e["code"], -32002);
     assert_eq!(e["data"]["kind"], "blender_unavailable");
-    assert!(e["message"].as_str().unwrap().starts_with("Failed to connect to Blender: 127.0.0.1:"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to connect to Blender: 127.0.0.1:"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_and_closed_sessions_answer_session_not_found() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
-    let e = rpc.err("get_session_info", json!({"session_id": "scene-20260101-000000-deadbeef"})).await;
+    let e = rpc
+        .err(
+            "get_session_info",
+            json!({"session_id": "scene-20260101-000000-deadbeef"}),
+        )
+        .await;
     assert_eq!(e["code"], -32001);
-    assert_eq!(e["message"], "Session not found: scene-20260101-000000-deadbeef");
+    assert_eq!(
+        e["message"],
+        "Session not found: scene-20260101-000000-deadbeef"
+    );
     assert_eq!(e["data"]["kind"], "session_not_found");
 
     let id = rpc.create().await;
-    rpc.ok("send_command", json!({"session_id": id, "command_type": "ping"})).await;
-    assert_eq!(rpc.ok("close_session", json!({"session_id": id})).await, json!({"closed": true}));
+    rpc.ok(
+        "send_command",
+        json!({"session_id": id, "command_type": "ping"}),
+    )
+    .await;
+    assert_eq!(
+        rpc.ok("close_session", json!({"session_id": id})).await,
+        json!({"closed": true})
+    );
     for (m, p) in [
         ("get_session_info", json!({"session_id": id})),
         ("close_session", json!({"session_id": id})),
-        ("send_command", json!({"session_id": id, "command_type": "ping"})),
+        (
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        ),
         ("update_state", json!({"session_id": id, "state": {}})),
         ("take_snapshot", json!({"session_id": id})),
     ] {
         assert_eq!(rpc.err(m, p).await["code"], -32001, "{m}");
     }
     // History stays readable after close.
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     assert_eq!(hist.as_array().unwrap().len(), 1);
-    assert_eq!(rpc.ok("get_snapshots", json!({"session_id": id})).await, json!([]));
-    h.mock.wait_until("the session socket to close", |m| m.open_connections() == 0).await;
+    assert_eq!(
+        rpc.ok("get_snapshots", json!({"session_id": id})).await,
+        json!([])
+    );
+    h.mock
+        .wait_until("the session socket to close", |m| m.open_connections() == 0)
+        .await;
 }
 
 #[tokio::test]
@@ -103,10 +156,19 @@ async fn history_records_each_caller_command_with_its_outcome() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    rpc.ok("send_command", json!({"session_id": id, "command_type": "execute_code", "params": {"code": "print hi"}})).await;
+    rpc.ok(
+        "send_command",
+        json!({"session_id": id, "command_type": "execute_code", "params": {"code": "print hi"}}),
+    )
+    .await;
     let r = rpc.ok("send_command", json!({"session_id": id, "command_type": "get_object_info", "params": {"name": "Nope"}})).await;
-    assert_eq!(r, json!({"status": "error", "message": "Object not found: Nope", "duration": r["duration"], "seq": 2, "job_id": null}));
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    assert_eq!(
+        r,
+        json!({"status": "error", "message": "Object not found: Nope", "duration": r["duration"], "seq": 2, "job_id": null})
+    );
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     let hist = hist.as_array().unwrap();
     assert_eq!(hist.len(), 2);
     let first = &hist[0];
@@ -119,16 +181,28 @@ async fn history_records_each_caller_command_with_its_outcome() {
     assert_eq!(first["job_id"], json!(null));
     assert!(first["timestamp"].as_f64().unwrap() > 1.7e9);
     assert_eq!(hist[1]["status"], "error");
-    assert_eq!(hist[1]["error"], json!({"kind": "blender_error", "message": "Object not found: Nope"}));
+    assert_eq!(
+        hist[1]["error"],
+        json!({"kind": "blender_error", "message": "Object not found: Nope"})
+    );
     // limit and since_seq
-    let last = rpc.ok("get_session_history", json!({"session_id": id, "limit": 1})).await;
+    let last = rpc
+        .ok("get_session_history", json!({"session_id": id, "limit": 1}))
+        .await;
     assert_eq!(last[0]["seq"], 2);
-    let after = rpc.ok("get_session_history", json!({"session_id": id, "since_seq": 1})).await;
+    let after = rpc
+        .ok(
+            "get_session_history",
+            json!({"session_id": id, "since_seq": 1}),
+        )
+        .await;
     assert_eq!(after.as_array().unwrap().len(), 1);
     assert_eq!(after[0]["seq"], 2);
     // The manager's own requests (snapshot) are not history.
     rpc.ok("take_snapshot", json!({"session_id": id})).await;
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     assert_eq!(hist.as_array().unwrap().len(), 2);
 }
 
@@ -138,10 +212,21 @@ async fn history_keeps_the_last_history_limit_entries() {
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
     for _ in 0..8 {
-        rpc.ok("send_command", json!({"session_id": id, "command_type": "ping"})).await;
+        rpc.ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await;
     }
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
-    let seqs: Vec<u64> = hist.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
+    let seqs: Vec<u64> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
     assert_eq!(info["command_count"], 8);
@@ -151,12 +236,22 @@ async fn history_keeps_the_last_history_limit_entries() {
 async fn large_results_are_truncated_in_history_but_whole_in_the_reply() {
     let h = Harness::start().await;
     let big = "x".repeat(200_000);
-    h.mock.once("get_viewport_screenshot", MockAction::Reply(json!({"status": "success", "result": {"image": big}})));
+    h.mock.once(
+        "get_viewport_screenshot",
+        MockAction::Reply(json!({"status": "success", "result": {"image": big}})),
+    );
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    let r = rpc.ok("send_command", json!({"session_id": id, "command_type": "get_viewport_screenshot"})).await;
+    let r = rpc
+        .ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "get_viewport_screenshot"}),
+        )
+        .await;
     assert_eq!(r["result"]["image"].as_str().unwrap().len(), 200_000);
-    let hist = rpc.ok("get_session_history", json!({"session_id": id})).await;
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
     let stored = &hist[0]["result"];
     assert_eq!(stored["_truncated"], true, "{stored}");
     assert!(stored["bytes"].as_u64().unwrap() > 200_000);
@@ -170,9 +265,16 @@ async fn state_follows_the_scene_from_the_state_piggyback() {
     let h = Harness::start().await;
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    rpc.ok("send_command", json!({"session_id": id, "command_type": "execute_code", "params": {"code": "add Sphere"}})).await;
+    rpc.ok(
+        "send_command",
+        json!({"session_id": id, "command_type": "execute_code", "params": {"code": "add Sphere"}}),
+    )
+    .await;
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
-    assert_eq!(info["state"]["objects"], json!(["Cube", "Camera", "Light", "Sphere"]));
+    assert_eq!(
+        info["state"]["objects"],
+        json!(["Cube", "Camera", "Light", "Sphere"])
+    );
     assert_eq!(info["state"]["selection"], "Sphere");
     // Every request asked for the piggyback and named the session.
     for r in h.mock.requests() {
@@ -187,12 +289,27 @@ async fn state_follows_get_scene_info_from_a_stock_addon() {
     h.mock.without_state();
     let mut rpc = h.rpc().await;
     let id = rpc.create().await;
-    rpc.ok("send_command", json!({"session_id": id, "command_type": "execute_code", "params": {"code": "add Torus"}})).await;
+    rpc.ok(
+        "send_command",
+        json!({"session_id": id, "command_type": "execute_code", "params": {"code": "add Torus"}}),
+    )
+    .await;
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
-    assert_eq!(info["state"]["objects"], json!([]), "a stock addon sends no state with execute_code");
-    rpc.ok("send_command", json!({"session_id": id, "command_type": "get_scene_info"})).await;
+    assert_eq!(
+        info["state"]["objects"],
+        json!([]),
+        "a stock addon sends no state with execute_code"
+    );
+    rpc.ok(
+        "send_command",
+        json!({"session_id": id, "command_type": "get_scene_info"}),
+    )
+    .await;
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
-    assert_eq!(info["state"]["objects"], json!(["Cube", "Camera", "Light", "Torus"]));
+    assert_eq!(
+        info["state"]["objects"],
+        json!(["Cube", "Camera", "Light", "Torus"])
+    );
 }
 
 #[tokio::test]
@@ -203,12 +320,25 @@ async fn update_state_merges_keys_and_validates_known_ones() {
     let st = rpc.ok("update_state", json!({"session_id": id, "state": {"objects": ["Cube", "Camera"], "selection": "Cube", "goal": "red cube"}})).await;
     assert_eq!(st["objects"], json!(["Cube", "Camera"]));
     assert_eq!(st["goal"], "red cube");
-    let st = rpc.ok("update_state", json!({"session_id": id, "state": {"selection": "Camera"}})).await;
+    let st = rpc
+        .ok(
+            "update_state",
+            json!({"session_id": id, "state": {"selection": "Camera"}}),
+        )
+        .await;
     assert_eq!(st["goal"], "red cube", "merge keeps other keys");
     assert_eq!(st["selection"], "Camera");
-    let e = rpc.err("update_state", json!({"session_id": id, "state": {"objects": 3}})).await;
+    let e = rpc
+        .err(
+            "update_state",
+            json!({"session_id": id, "state": {"objects": 3}}),
+        )
+        .await;
     assert_eq!(e["code"], -32602);
-    assert_eq!(e["message"], "Invalid params: state.objects: expected a list of strings");
+    assert_eq!(
+        e["message"],
+        "Invalid params: state.objects: expected a list of strings"
+    );
 }
 
 #[tokio::test]
