@@ -7,6 +7,11 @@ headless runner's main loop, which blocks in `drain(timeout=...)` between comman
 
 Work runs strictly in submission order, one item at a time, so commands of different connections
 never interleave inside Blender.
+
+`queue.Queue`, not `queue.SimpleQueue`: the main thread blocks here while SIGTERM/SIGINT may arrive,
+and CPython 3.11's `SimpleQueue.get(timeout=...)` can wait forever when a signal handler runs past
+the deadline (the remaining time turns negative, which means "no timeout"). `Queue` waits on a
+`threading.Condition`, whose timed wait handles that case.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class QueueClosed(RuntimeError):
 
 class MainThreadQueue:
     def __init__(self) -> None:
-        self._items: "queue.SimpleQueue[Optional[tuple[Callable[[], object], Future]]]" = queue.SimpleQueue()
+        self._items: "queue.Queue[Optional[tuple[Callable[[], object], Future]]]" = queue.Queue()
         self._closed = False
 
     def submit(self, work: Callable[[], T]) -> "Future[T]":

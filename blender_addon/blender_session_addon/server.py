@@ -230,13 +230,13 @@ class SessionServer:
             connection.adopt_session_id(session_id)
             self._touch()
         connection.busy = True
+        connection.command_count += 1
         try:
             reply = self.execute(request, connection)
         except Exception as exc:  # noqa: BLE001 - a failing command must not end the connection
             log.exception("command failed")
             reply = _error(str(exc) or type(exc).__name__)
         finally:
-            connection.command_count += 1
             connection.busy = False
             connection.update_activity()
             self._touch()

@@ -95,6 +95,7 @@ class HeadlessBlender:
         self.ready_file = tmp_dir / f"ready-{os.getpid()}-{time.monotonic_ns()}"
         self.stdout_lines: list[str] = []
         self._ready = threading.Event()
+        self._stderr_done = threading.Event()
         self._address: Optional[str] = None
         command = [
             sys.executable,
@@ -109,6 +110,7 @@ class HeadlessBlender:
         ]
         self.process = subprocess.Popen(
             command,
+            env=dict(os.environ, PYTHONFAULTHANDLER="1"),  # SIGABRT dumps every thread's stack
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -137,9 +139,10 @@ class HeadlessBlender:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.stderr_lines.append(line)
+        self._stderr_done.set()
 
     def log(self) -> str:
-        return "".join(self.stdout_lines[-50:]) + "".join(self.stderr_lines[-50:])
+        return "".join(self.stdout_lines[-50:]) + "".join(self.stderr_lines[-200:])
 
     def client(self) -> Client:
         return Client(self.port, self.host)
@@ -150,8 +153,14 @@ class HeadlessBlender:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.process.send_signal(signal.SIGABRT)  # leaves the stacks in the log
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+                self._stderr_done.wait(5)
+                return None
         return self.process.returncode
 
 

@@ -4,7 +4,9 @@ dispatcher and main-thread queue with a stand-in for the Blender side."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -117,6 +119,51 @@ def test_replies_are_one_ascii_line() -> None:
 
 def test_generated_session_ids_have_the_documented_shape() -> None:
     assert re.fullmatch(r"blender-\d{8}-\d{6}-[0-9a-f]{8}", new_session_id())
+
+
+# -- the main-thread queue ---------------------------------------------------------------------------
+
+
+def test_queued_work_runs_in_order_and_failures_reach_the_caller() -> None:
+    queue = MainThreadQueue()
+    ran: list[int] = []
+    futures = [queue.submit(lambda i=i: ran.append(i) or i) for i in range(5)]
+    failing = queue.submit(lambda: 1 / 0)
+    assert queue.drain() == 6
+    assert ran == [0, 1, 2, 3, 4] and [f.result() for f in futures] == ran
+    with pytest.raises(ZeroDivisionError):
+        failing.result()
+    waiting = queue.submit(lambda: None)
+    queue.close()
+    with pytest.raises(RuntimeError):
+        waiting.result(timeout=1)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_drain_returns_when_a_signal_handler_outlasts_its_timeout() -> None:
+    # The headless runner blocks in drain() while SIGTERM may arrive; a wait that turns endless when
+    # the handler runs past the deadline (queue.SimpleQueue on CPython 3.11) would never stop.
+    def slow_handler(signum: int, frame: object) -> None:
+        time.sleep(0.1)
+
+    def give_up(signum: int, frame: object) -> None:
+        raise TimeoutError("drain() did not return")
+
+    previous = signal.signal(signal.SIGUSR1, slow_handler), signal.signal(signal.SIGALRM, give_up)
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    timer = threading.Timer(0.02, signal.pthread_kill, (main, signal.SIGUSR1))
+    try:
+        signal.alarm(5)
+        timer.start()
+        started = time.monotonic()
+        assert MainThreadQueue().drain(timeout=0.05) == 0
+        assert time.monotonic() - started < 2
+    finally:
+        signal.alarm(0)
+        timer.join()
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
 
 
 # -- the server, with a stand-in Blender --------------------------------------------------------
@@ -245,7 +292,7 @@ def test_session_id_comes_from_the_request_when_sent(harness: Harness) -> None:
         )
         sessions = client.result("get_sessions_info")["sessions"]
         assert [s["session_id"] for s in sessions] == ["scene-20260106-101530-a1b2c3d4"]
-        assert sessions[0]["command_count"] == 2
+        assert sessions[0]["command_count"] == 3  # this request included
 
 
 def test_state_is_sent_first_then_only_when_changed(harness: Harness) -> None:
