@@ -190,6 +190,14 @@ impl MockBlender {
         }
     }
 
+    /// Waits until a request of `command` has arrived.
+    pub async fn wait_for_request(&self, command: &str) {
+        self.wait_until(&format!("a {command} request"), |m| {
+            !m.requests_of(command).is_empty()
+        })
+        .await
+    }
+
     /// Simulates Blender dying: stops listening and drops every connection (FIN).
     pub async fn kill(&self) {
         self.stop.cancel();

@@ -167,24 +167,17 @@ async fn blender_dying_while_idle_is_noticed_without_a_command() {
     let id = rpc.create().await;
     let backend = h.mock.addr();
     h.mock.kill().await;
-    // Wait (bounded) for the session to notice on its own.
-    let mut noticed = false;
-    for _ in 0..500 {
+    // The session notices on its own, without a command.
+    let info = support::eventually("the session to notice", async || {
         let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
-        if info["blender"]["connected"] == false {
-            assert!(
-                info["blender"]["last_error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("closed the connection while idle"),
-                "{info}"
-            );
-            noticed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(noticed, "session never noticed that Blender went away");
+        (info["blender"]["connected"] == false).then_some(info)
+    })
+    .await;
+    let last_error = info["blender"]["last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains("closed the connection while idle"),
+        "{info}"
+    );
     // Blender comes back on the same port: the next command just works.
     let back = MockBlender::start_on(backend).await.unwrap();
     let r = send(&mut rpc, &id, "ping").await.unwrap();
@@ -205,11 +198,7 @@ async fn survives_blender_restart_mid_command() {
             json!({"session_id": id, "command_type": "render"}),
         )
         .await;
-    h.mock
-        .wait_until("the render request", |m| {
-            !m.requests_of("render").is_empty()
-        })
-        .await;
+    h.mock.wait_for_request("render").await;
     h.mock.kill().await;
     let reply = rpc.read_reply().await;
     assert_eq!(reply["id"], pending);

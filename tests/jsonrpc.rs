@@ -175,25 +175,16 @@ async fn a_caller_disconnecting_mid_command_does_not_cancel_it() {
         json!({"session_id": id, "command_type": "render"}),
     )
     .await;
-    h.mock
-        .wait_until("the render request", |m| {
-            !m.requests_of("render").is_empty()
-        })
-        .await;
+    h.mock.wait_for_request("render").await;
     drop(rpc);
     let mut other = h.rpc().await;
-    let mut recorded = None;
-    for _ in 0..300 {
+    let e = support::eventually("the command to be recorded", async || {
         let hist = other
             .ok("get_session_history", json!({"session_id": id}))
             .await;
-        if let Some(e) = hist.as_array().unwrap().first() {
-            recorded = Some(e.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let e = recorded.expect("the command finished and was recorded");
+        hist.as_array().unwrap().first().cloned()
+    })
+    .await;
     assert_eq!(e["command"], "render");
     assert_eq!(e["status"], "success");
 }

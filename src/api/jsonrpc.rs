@@ -35,25 +35,11 @@ type Outgoing = (Vec<u8>, Option<OwnedSemaphorePermit>);
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(listener: TcpListener, manager: Arc<Manager>, shutdown: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let manager = manager.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move { connection(stream, peer, manager, shutdown).await });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "JSON-RPC accept failed");
-                // Out of file descriptors and the like: give the system a moment.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let token = shutdown.clone();
+    super::accept::accept_loop("jsonrpc", listener, shutdown, move |stream, peer| {
+        connection(stream, peer, manager.clone(), token.clone())
+    })
+    .await
 }
 
 async fn connection(

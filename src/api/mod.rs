@@ -4,6 +4,7 @@
 //! protocol so existing Blender MCP servers work unchanged. [`methods`] is the
 //! JSON-RPC method table, [`params`] checks named params, [`rpc`] builds envelopes.
 
+pub mod accept;
 pub mod compat;
 pub mod jsonrpc;
 pub mod methods;

@@ -13,6 +13,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+/// Polls `check` every 10 ms until it yields `Some`, for at most 5 s: a bounded
+/// wait for something the manager does in the background.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
 /// A config on ephemeral loopback ports, pointing at `blender`.
 pub fn config(blender: BackendAddr) -> Config {
     Config {
