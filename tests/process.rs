@@ -228,3 +228,30 @@ fn cli_says_when_the_manager_cannot_be_reached() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the manager"));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = clean_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--compat-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--blender", "127.0.0.1:1", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let read = BufReader::new(child.stderr.take().unwrap()).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["message"], "session manager started");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["blender"], "127.0.0.1:1");
+    assert!(v["jsonrpc"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
