@@ -7,7 +7,9 @@ The main thread imports bpy, starts the server and then loops running queued com
 `bpy.app.timers` timer does in the UI). Readiness: once listening it prints `READY host:port` on
 stdout (flushed) and, with `--ready-file PATH`, writes `host:port` to PATH atomically (removed again
 on exit). `--port 0` binds a free port and reports it. SIGTERM and SIGINT stop it cleanly: the
-listener and all connections are closed and the process exits 0.
+command running on the main thread finishes, its reply is written, the listener and all connections
+are closed and the process exits 0. A second signal interrupts the running command first (a
+runaway `execute_code` loop gets a KeyboardInterrupt, answered as an error).
 """
 
 from __future__ import annotations
@@ -92,7 +94,16 @@ def write_ready_file(path: str, host: str, port: int) -> None:
 def serve(args: argparse.Namespace, stop: Optional[threading.Event] = None) -> int:
     stop = stop or threading.Event()
 
+    serving = True
+
     def request_stop(signum: int, _frame: object) -> None:
+        if not serving:
+            return  # already closing down; nothing left to interrupt
+        if stop.is_set():
+            # A second signal: interrupt whatever runs on the main thread (say, a runaway
+            # execute_code, which answers it as an error) so the loop can end.
+            log.info("signal %d again: interrupting the running command", signum)
+            raise KeyboardInterrupt
         log.info("signal %d: stopping", signum)
         stop.set()
 
@@ -119,8 +130,12 @@ def serve(args: argparse.Namespace, stop: Optional[threading.Event] = None) -> i
         print(f"READY {host}:{port}", flush=True)
         log.info("Blender %s serving on %s:%d", bpy.app.version_string, host, port)
         while not stop.is_set():
-            service.drain(timeout=0.05)
+            try:
+                service.drain(timeout=0.05)
+            except KeyboardInterrupt:
+                pass  # the second signal landed outside a command; `stop` is set
     finally:
+        serving = False
         service.stop()
         if args.ready_file:
             try:

@@ -185,7 +185,7 @@ class Dispatcher:
 
         try:
             reply, state = self._wait(self.main_thread.submit(on_main_thread))
-        except Exception as exc:  # noqa: BLE001 - e.g. the queue closed while we waited
+        except BaseException as exc:  # noqa: BLE001 - queue closed, or a signal hit the main thread
             return _error(str(exc) or type(exc).__name__)
         if state is not None and state != connection.last_state_sent:
             reply["_state"] = state

@@ -59,6 +59,7 @@ class SessionServer:
         self._listener: Optional[socket.socket] = None
         self._connections: dict[int, SessionConnection] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a connection stops being busy
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connection_counter = 0
@@ -92,22 +93,28 @@ class SessionServer:
         log.info("listening on %s:%d", self.host, self.port)
         return self.host, self.port
 
-    def stop(self, join_timeout: float = 5.0) -> None:
-        """Close the listener and every connection, then wait for the threads to end."""
+    def stop(self, join_timeout: float = 5.0, reply_grace: float = 2.0) -> None:
+        """Close the listener and every connection, then wait for the threads to end.
+
+        A connection in the middle of a command gets up to `reply_grace` seconds to write its reply
+        first (commands still queued for Blender fail at once once the queue is closed).
+        """
         if self._listener is None:
             return
         self._stopping.set()
-        with self._lock:
+        if self._threads:
+            self._threads[0].join(join_timeout)  # the accept thread: no new connections after this
+        grace_until = time.monotonic() + reply_grace
+        with self._idle:
+            while any(c.busy for c in self._connections.values()):
+                remaining = grace_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._idle.wait(remaining)
             connections = list(self._connections.values())
         for connection in connections:
             connection.close("server stopped")
         deadline = time.monotonic() + join_timeout
-        if self._threads:
-            self._threads[0].join(join_timeout)  # the accept thread: no new connections after this
-        with self._lock:
-            late = list(self._connections.values())
-        for connection in late:
-            connection.close("server stopped")
         for thread in list(self._threads):
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -204,10 +211,10 @@ class SessionServer:
                         connection.close("frame too large")
                         break
                     if isinstance(item, FrameError):
-                        reply = _error(item.message)
+                        sent = self._send(connection, _error(item.message))
                     else:
-                        reply = self._answer(connection, item)
-                    if not self._send(connection, reply):
+                        sent = self._answer(connection, item)
+                    if not sent:
                         break
         finally:
             connection.release()
@@ -221,26 +228,30 @@ class SessionServer:
                     log.exception("on_close hook failed")
             log.info("session %s disconnected (%s)", connection.session_id, connection.close_reason)
 
-    def _answer(self, connection: SessionConnection, frame: Frame) -> dict[str, Any]:
+    def _answer(self, connection: SessionConnection, frame: Frame) -> bool:
+        """Run one request and write its reply; False when the reply could not be sent."""
         request = frame.value
         if not isinstance(request, dict):
-            return _error("Invalid request: expected a JSON object")
+            return self._send(connection, _error("Invalid request: expected a JSON object"))
         session_id = request.get("session_id")
         if isinstance(session_id, str) and session_id and session_id != connection.session_id:
             connection.adopt_session_id(session_id)
             self._touch()
-        connection.busy = True
+        connection.busy = True  # until the reply is written: stop() lets it finish
         connection.command_count += 1
         try:
-            reply = self.execute(request, connection)
-        except Exception as exc:  # noqa: BLE001 - a failing command must not end the connection
-            log.exception("command failed")
-            reply = _error(str(exc) or type(exc).__name__)
+            try:
+                reply = self.execute(request, connection)
+            except Exception as exc:  # noqa: BLE001 - a failing command must not end the connection
+                log.exception("command failed")
+                reply = _error(str(exc) or type(exc).__name__)
+            return self._send(connection, reply)
         finally:
-            connection.busy = False
+            with self._idle:
+                connection.busy = False
+                self._idle.notify_all()
             connection.update_activity()
             self._touch()
-        return reply
 
     def _send(self, connection: SessionConnection, reply: Any) -> bool:
         try:

@@ -147,6 +147,14 @@ class HeadlessBlender:
     def client(self) -> Client:
         return Client(self.port, self.host)
 
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        """Block until `text` appears in the runner's stderr."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.stderr_lines)):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"{text!r} not logged:\n{self.log()}")
+            time.sleep(0.01)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> Optional[int]:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -194,6 +195,14 @@ def test_screenshot_without_a_camera_uses_a_temporary_one(client: Client) -> Non
     assert client.run("import bpy\nprint(bpy.context.scene.camera, len(bpy.data.cameras))") == "None 1\n"
 
 
+def test_screenshot_also_writes_the_stock_filepath(client: Client, tmp_path: Path) -> None:
+    target = tmp_path / "stock.png"
+    shot = client.result("get_viewport_screenshot", {"max_size": 32, "filepath": str(target), "format": "png"})
+    assert shot["success"] is True and shot["filepath"] == str(target)
+    assert target.read_bytes() == base64.b64decode(shot["image"])
+    assert client.call("get_viewport_screenshot", {"max_size": 32, "format": "jpeg"})["status"] == "error"
+
+
 def test_screenshot_rejects_bad_sizes(client: Client) -> None:
     assert client.call("get_viewport_screenshot", {"max_size": 0})["status"] == "error"
     assert client.call("get_viewport_screenshot", {"max_size": "big"})["status"] == "error"
@@ -288,6 +297,27 @@ def test_runner_ready_file_idle_sweep_and_sigint(tmp_path: Path) -> None:
         code = runner.stop(signal.SIGINT)
     assert code == 0, runner.log()
     assert not runner.ready_file.exists()
+
+
+def test_runner_finishes_the_running_command_on_sigterm_and_a_second_signal_interrupts_it(tmp_path: Path) -> None:
+    runner = HeadlessBlender(tmp_path)
+    marker = tmp_path / "running"
+    try:
+        with runner.client() as spinning:
+            spinning.send("execute_code", {"code": f"open({str(marker)!r}, 'w').close()\nwhile True:\n    pass"})
+            deadline = time.monotonic() + 60
+            while not marker.exists():  # the loop is now running on Blender's main thread
+                assert time.monotonic() < deadline and runner.process.poll() is None, runner.log()
+                time.sleep(0.01)
+            runner.process.send_signal(signal.SIGTERM)
+            runner.wait_for_log("signal 15: stopping")
+            assert runner.process.poll() is None  # the first signal waits for the command
+            runner.process.send_signal(signal.SIGTERM)
+            reply = spinning.read_reply()
+            assert reply["status"] == "error" and "KeyboardInterrupt" in reply["message"]
+    finally:
+        code = runner.stop()
+    assert code == 0, runner.log()
 
 
 def test_runner_reports_a_busy_port(blender: HeadlessBlender) -> None:

@@ -308,7 +308,7 @@ def test_state_is_sent_first_then_only_when_changed(harness: Harness) -> None:
 
 
 def test_ping_is_answered_while_the_main_thread_is_busy(harness: Harness) -> None:
-    with harness.client() as busy, harness.client() as probe:
+    with harness.client() as busy, Client(harness.port, timeout=5) as probe:
         busy.send("wait")
         assert probe.call("ping")["result"]["pong"] is True
         sessions = probe.result("get_sessions_info")["sessions"]
