@@ -93,11 +93,6 @@ class FrameScanner:
         self._closed = False
         self.decode_calls = 0  # how many complete values were handed to the JSON decoder
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet consumed by a frame."""
-        return len(self._buf) - (self._start if self._start is not None else self._pos)
-
     def feed(self, data: bytes) -> list[ScanResult]:
         """Add bytes from the socket; return every frame (or error) they complete, in order."""
         if self._closed:

@@ -16,6 +16,7 @@ connection stays usable. `stop()` closes the listener and every connection and j
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -85,6 +86,11 @@ class SessionServer:
             raise
         self._listener = listener
         self.host, self.port = listener.getsockname()[:2]
+        if not ipaddress.ip_address(self.host).is_loopback:
+            log.warning(
+                "listening on %s, reachable from other machines: execute_code runs any Python a client sends",
+                self.host,
+            )
         self._stopping.clear()
         for target, name in ((self._accept_loop, "accept"), (self._sweep_loop, "sweeper")):
             thread = threading.Thread(target=target, name=f"blender-session-{name}", daemon=True)
