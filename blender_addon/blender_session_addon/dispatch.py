@@ -149,39 +149,31 @@ class Dispatcher:
     # -- the server's execute callable --------------------------------------------------------
 
     def __call__(self, request: dict[str, Any], connection: SessionConnection) -> dict[str, Any]:
-        command_type = request.get("type")
-        params = request.get("params")
-        if params is None:
-            params = {}
-        want_state = request.get("_state") is True
         context = CommandContext(connection)
+        params = request.get("params")
+        params = {} if params is None else params
+        command_type = request.get("type")
+        handler: Optional[Handler] = None
+        reply: Optional[dict[str, Any]] = None
 
         if not isinstance(params, dict):
             reply = _error("Invalid request: params must be an object")
-            handler = None
+        elif isinstance(command_type, str) and command_type in self._thread_handlers:
+            reply = _run_handler(self._thread_handlers[command_type], params, context)
+        elif isinstance(command_type, str) and command_type in self._main_handlers:
+            handler = self._main_handlers[command_type]  # runs on the main thread, below
         else:
-            handler = None
-            if isinstance(command_type, str):
-                handler = self._thread_handlers.get(command_type) or self._main_handlers.get(command_type)
-            reply = None if handler is not None else _error(f"Unknown command type: {command_type}")
+            reply = _error(f"Unknown command type: {command_type}")
 
-        if handler is not None and command_type in self._thread_handlers:
-            reply = _run_handler(handler, params, context)
-            handler = None
-
+        want_state = request.get("_state") is True
         if handler is None and not want_state:
             assert reply is not None
             return reply
 
         def on_main_thread() -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
-            result = reply if handler is None else _run_handler(handler, params, context)
-            state = None
-            if want_state:
-                try:
-                    state = self.backend.scene_state()
-                except Exception:  # noqa: BLE001 - a reply without _state beats no reply
-                    log.exception("reading the scene state failed")
-            return result, state
+            result = _run_handler(handler, params, context) if handler is not None else reply
+            assert result is not None
+            return result, self._scene_state() if want_state else None
 
         try:
             reply, state = self._wait(self.main_thread.submit(on_main_thread))
@@ -191,6 +183,13 @@ class Dispatcher:
             reply["_state"] = state
             connection.last_state_sent = state
         return reply
+
+    def _scene_state(self) -> Optional[dict[str, Any]]:
+        try:
+            return self.backend.scene_state()
+        except Exception:  # noqa: BLE001 - a reply without _state beats no reply
+            log.exception("reading the scene state failed")
+            return None
 
     def _wait(self, future: "Future[Any]") -> Any:
         while True:

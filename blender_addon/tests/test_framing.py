@@ -4,7 +4,6 @@ dispatcher and main-thread queue with a stand-in for the Blender side."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
