@@ -361,6 +361,20 @@ talker.start()
 while talker.is_alive():   # what the bpy.app.timers timer does in a UI session
     ui._drain_timer()
     talker.join(0.01)
+
+class Layout:              # stands in for UILayout: there is no window to draw in
+    def __init__(self): self.labels = []
+    def __getattr__(self, name): return lambda *a, **k: self
+    def label(self, text="", **k): self.labels.append(text)
+with socket.create_connection(("127.0.0.1", port), timeout=30) as connected:
+    connected.sendall(b'{"type": "ping", "session_id": "scene-panel"}')
+    connected.makefile("rb").readline()
+    panel = type("PanelStub", (), {})()
+    panel.layout = Layout()
+    ui.BLENDER_SESSION_PT_panel.draw(panel, bpy.context)
+labels = panel.layout.labels
+assert any(text.startswith("Listening on 127.0.0.1:") for text in labels), labels
+assert "Sessions: 1" in labels and "scene-panel" in labels, labels
 assert bpy.ops.blender_session.stop_server() == {"FINISHED"}
 print("RESULT", json.dumps(replies))
 """
