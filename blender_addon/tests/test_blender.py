@@ -320,6 +320,20 @@ def test_runner_finishes_the_running_command_on_sigterm_and_a_second_signal_inte
     assert code == 0, runner.log()
 
 
+def test_runner_opens_a_blend_file(client: Client, tmp_path: Path) -> None:
+    saved = tmp_path / "scene.blend"
+    client.run(
+        "import bpy\nbpy.ops.mesh.primitive_monkey_add()\n"
+        f"bpy.ops.wm.save_as_mainfile(filepath={str(saved)!r}, copy=True)"
+    )
+    runner = HeadlessBlender(tmp_path, "--blend", str(saved))
+    try:
+        with runner.client() as opened:
+            assert "Suzanne" in [o["name"] for o in opened.result("get_scene_info")["objects"]]
+    finally:
+        assert runner.stop() == 0, runner.log()
+
+
 def test_runner_reports_a_busy_port(blender: HeadlessBlender) -> None:
     result = subprocess.run(
         [sys.executable, str(ADDON_DIR / "headless.py"), "--port", str(blender.port)],
