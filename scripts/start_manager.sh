@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
         --blender-port) port="$2"; shift 2 ;;
         --with-blender) with_blender=1; shift ;;
         --debug) profile=debug; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; passthrough+=("$@"); break ;;
         *) passthrough+=("$1"); shift ;;
     esac

@@ -202,8 +202,14 @@ impl Config {
                  so it only binds loopback addresses (for example 127.0.0.1:9877)"
             )));
         }
-        if args.sweep_interval.is_zero() {
-            return Err(ConfigError("--sweep-interval must be above 0".into()));
+        for (flag, value) in [
+            ("--sweep-interval", args.sweep_interval),
+            ("--command-timeout", args.command_timeout),
+            ("--connect-timeout", args.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{flag} must be above 0 seconds")));
+            }
         }
         if args.max_frame_bytes < 1024 {
             return Err(ConfigError(
@@ -310,6 +316,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--compat-listen"), "{e}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let a = parse(&["--command-timeout", "0"]);
+        let e = Config::from_args(&a, None, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--command-timeout must be above 0 seconds");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Log output: `tracing` to stderr through a non-blocking writer.
 //!
-//! Every subcommand logs to stderr only (the `mcp` subcommand's stdout carries the
-//! protocol). The writer is non-blocking, so a slow terminal never stalls a command;
+//! Every subcommand logs to stderr only, so stdout stays free for command output. The writer is non-blocking, so a slow terminal never stalls a command;
 //! the returned guard flushes on drop. `RUST_LOG` overrides the default level.
 
 use tracing_appender::non_blocking::WorkerGuard;

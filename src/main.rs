@@ -87,8 +87,13 @@ async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
         }
     };
     wait_for_signal().await;
-    server.shutdown(Duration::from_secs(30)).await;
-    ExitCode::SUCCESS
+    tokio::select! {
+        _ = server.shutdown(Duration::from_secs(30)) => ExitCode::SUCCESS,
+        _ = wait_for_signal() => {
+            eprintln!("second signal: exiting without waiting for running commands");
+            ExitCode::from(130)
+        }
+    }
 }
 
 async fn wait_for_signal() {

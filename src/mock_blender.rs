@@ -3,7 +3,7 @@
 //! It speaks the addon protocol on `127.0.0.1` (port 0 by default), keeps a toy scene
 //! (a list of object names), and answers each command with a default reply or with a
 //! scripted [`MockAction`]: a reply, a delay, closing or resetting mid-command,
-//! garbage, a reply without delimiter, or silence. It records every request.
+//! cutting a reply short, garbage, a reply without delimiter, or silence. It records every request.
 //!
 //! Concurrency design: per connection, a reader task decodes requests with the
 //! project's codec and hands them to a processor task that answers them in order. The
@@ -47,6 +47,8 @@ pub enum MockAction {
     Reset,
     /// Write bytes that are not JSON, and no reply.
     Garbage(Bytes),
+    /// Write the start of a reply, then close the connection.
+    CutMidReply(Bytes),
     /// Never reply (the connection stays open).
     NoReply,
     /// The default behaviour for the command.
@@ -289,6 +291,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: Cancella
             MockAction::Garbage(b) => {
                 let _ = write.write_all(&b).await;
                 None
+            }
+            MockAction::CutMidReply(b) => {
+                let _ = write.write_all(&b).await;
+                break;
             }
             MockAction::NoReply => {
                 stop.cancelled().await;

@@ -95,6 +95,50 @@ async fn blender_closing_mid_command_fails_it_at_once_and_the_session_survives()
 }
 
 #[tokio::test]
+async fn blender_closing_in_the_middle_of_a_reply_is_a_disconnect() {
+    let h = Harness::start().await;
+    h.mock.once(
+        "render",
+        MockAction::CutMidReply(Bytes::from_static(
+            br#"{"status": "success", "result": {"ima"#,
+        )),
+    );
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    let e = send(&mut rpc, &id, "render").await.unwrap_err();
+    assert_eq!(e["code"], -32010, "{e}");
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
+    assert_eq!(hist[0]["status"], "disconnected");
+    assert_eq!(
+        send(&mut rpc, &id, "ping").await.unwrap()["status"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn blender_error_replies_keep_their_traceback() {
+    let h = Harness::start().await;
+    h.mock.once(
+        "execute_code",
+        MockAction::Reply(json!({"status": "error", "message": "NameError: x", "traceback": "Traceback (most recent call last):\n..."})),
+    );
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    let r = send(&mut rpc, &id, "execute_code").await.unwrap();
+    assert_eq!(r["message"], "NameError: x");
+    assert!(r["traceback"].as_str().unwrap().starts_with("Traceback"));
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
+    assert!(hist[0]["error"]["traceback"]
+        .as_str()
+        .unwrap()
+        .starts_with("Traceback"));
+}
+
+#[tokio::test]
 async fn blender_resetting_mid_command_fails_it_with_blender_disconnected() {
     let h = Harness::start().await;
     h.mock.once("render", MockAction::Reset);

@@ -176,7 +176,6 @@ fn call_command(command_type: &str, params: Option<&str>, session: Option<&str>)
         command_type: command_type.to_string(),
         params: params.map(str::to_string),
         session: session.map(str::to_string),
-        wait: None,
     })
 }
 
@@ -236,7 +235,7 @@ async fn call_without_session_creates_one_then_sends_the_command_to_it() {
 }
 
 #[tokio::test]
-async fn call_with_session_and_wait_sends_only_the_command() {
+async fn call_with_session_sends_only_the_command() {
     let manager = FakeManager::start(|_, _| {
         Reply::Result(
             json!({"status": "success", "result": {"name": "Scene", "object_count": 3},
@@ -249,14 +248,13 @@ async fn call_with_session_and_wait_sends_only_the_command() {
         command_type: "get_scene_info".to_string(),
         params: None,
         session: Some(SESSION.to_string()),
-        wait: Some(120.0),
     });
     let output = run_to_output(&manager.global(), command).await;
 
     assert_eq!(manager.methods(), ["send_command"]);
     assert_eq!(
         manager.requests()[0]["params"],
-        json!({"session_id": SESSION, "command_type": "get_scene_info", "params": {}, "wait": 120})
+        json!({"session_id": SESSION, "command_type": "get_scene_info", "params": {}})
     );
     assert_eq!(output.stderr, "");
     assert_eq!(
@@ -422,19 +420,6 @@ async fn call_rejects_params_that_are_not_a_json_object_before_connecting() {
         "{}",
         not_json.stderr
     );
-
-    let negative_wait = run_to_output(
-        &manager.global(),
-        ClientCommand::Call(CallArgs {
-            command_type: "x".into(),
-            params: None,
-            session: None,
-            wait: Some(-1.0),
-        }),
-    )
-    .await;
-    assert_eq!(negative_wait.exit_code, 2);
-    assert!(negative_wait.stderr.contains("--wait"));
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(manager.requests().is_empty());
@@ -955,8 +940,6 @@ fn global_options_are_accepted_after_the_subcommand() {
         "--json",
         "--manager",
         "10.0.0.2:9880",
-        "--wait",
-        "2.5",
     ])
     .unwrap();
     assert!(cli.global.json);
@@ -966,7 +949,6 @@ fn global_options_are_accepted_after_the_subcommand() {
             assert_eq!(args.command_type, "execute_code");
             assert_eq!(args.params.as_deref(), Some(r#"{"code":"print(1)"}"#));
             assert_eq!(args.session.as_deref(), Some(SESSION));
-            assert_eq!(args.wait, Some(2.5));
         }
         other => panic!("{other:?}"),
     }

@@ -44,6 +44,8 @@ pub struct CommandResult {
     pub result: Option<RawJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
     pub duration: f64,
     pub seq: u64,
     pub job_id: Option<String>,
@@ -58,6 +60,7 @@ impl CommandResult {
                 status: "success",
                 result: Some(reply.result),
                 message: None,
+                traceback: None,
                 duration: outcome.duration,
                 seq: outcome.seq,
                 job_id: None,
@@ -67,6 +70,7 @@ impl CommandResult {
                 status: "error",
                 result: None,
                 message: Some(reply.message.unwrap_or_default()),
+                traceback: reply.traceback,
                 duration: outcome.duration,
                 seq: outcome.seq,
                 job_id: None,

@@ -184,6 +184,15 @@ impl BlenderLink {
                     LinkDrop::Protocol,
                     format!("reply to {command} exceeds {limit} bytes"),
                 )),
+                Some(Ok(Frame::Invalid(FrameError::Truncated))) => Err((
+                    ManagerError::BlenderDisconnected {
+                        command: command.to_string(),
+                    },
+                    LinkDrop::BackendClosed,
+                    format!(
+                        "Blender closed the connection in the middle of the reply to {command}"
+                    ),
+                )),
                 Some(Ok(Frame::Invalid(e))) => Err((
                     ManagerError::BadReply {
                         reason: e.to_string(),

@@ -39,9 +39,11 @@ pub struct BlenderReply {
     pub result: RawJson,
     /// The `message` of an error reply.
     pub message: Option<String>,
+    /// The `traceback` of an error reply (the project's addon sends one).
+    pub traceback: Option<String>,
     /// Piggybacked scene state, when present.
     pub addon_state: Option<AddonState>,
-    /// Where `_state`'s value sits in `frame` (only when strict == received bytes).
+    /// Where `_state`'s value sits in `frame`'s bytes.
     state_span: Option<Range<usize>>,
 }
 
@@ -55,6 +57,8 @@ struct Envelope<'a> {
     message: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "_state")]
     state: Option<&'a RawValue>,
+    #[serde(default)]
+    traceback: Option<String>,
 }
 
 impl BlenderReply {
@@ -64,7 +68,6 @@ impl BlenderReply {
             Cow::Borrowed(_) => frame.bytes().clone(),
             Cow::Owned(v) => Bytes::from(v),
         };
-        let same_bytes = !frame.has_nonfinite();
         if strict.first() != Some(&b'{') {
             return Err(format!("expected a JSON object, got {}", preview(&strict)));
         }
@@ -88,10 +91,18 @@ impl BlenderReply {
             serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
         });
         let (addon_state, state_span) = match env.state {
-            Some(raw) => (
-                serde_json::from_str::<AddonState>(raw.get()).ok(),
-                same_bytes.then(|| slice_of(raw)),
-            ),
+            Some(raw) => {
+                let span = if frame.has_nonfinite() {
+                    // Offsets differ from the received bytes, but `_state` holds only
+                    // names, so its text is the same there: find it from the end,
+                    // where the addon puts it.
+                    memchr::memmem::rfind(frame.bytes(), raw.get().as_bytes())
+                        .map(|at| at..at + raw.get().len())
+                } else {
+                    Some(slice_of(raw))
+                };
+                (serde_json::from_str::<AddonState>(raw.get()).ok(), span)
+            }
             None => (None, None),
         };
         Ok(BlenderReply {
@@ -99,6 +110,7 @@ impl BlenderReply {
             success,
             result,
             message,
+            traceback: env.traceback,
             addon_state,
             state_span,
         })
@@ -226,6 +238,24 @@ mod tests {
         );
         let s = r#"{ "_state" : {} }"#;
         assert!(reply(s).is_err());
+    }
+
+    #[test]
+    fn state_is_cut_from_relay_even_when_the_reply_holds_nan() {
+        let s = r#"{"status": "success", "result": {"x": NaN}, "_state": {"objects": ["A"], "selection": [], "active": null}}"#;
+        let r = reply(s).unwrap();
+        assert_eq!(r.addon_state.as_ref().unwrap().objects, vec!["A"]);
+        assert_eq!(
+            r.relay_bytes().as_ref(),
+            br#"{"status": "success", "result": {"x": NaN}}"#
+        );
+    }
+
+    #[test]
+    fn error_traceback_is_kept() {
+        let r = reply(r#"{"status": "error", "message": "boom", "traceback": "Traceback..."}"#)
+            .unwrap();
+        assert_eq!(r.traceback.as_deref(), Some("Traceback..."));
     }
 
     #[test]

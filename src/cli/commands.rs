@@ -5,7 +5,7 @@
 //! is printed as pretty JSON on stdout and the tables are skipped; errors still go to stderr. A
 //! command returns its exit status, or a [`ClientError`] that the caller prints and maps to one.
 //!
-//! Everything that can be checked without the manager (the params JSON, `--wait`) is checked before
+//! Everything that can be checked without the manager (the params JSON) is checked before
 //! connecting, so a typo is a usage error even when no manager is running.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -149,14 +149,6 @@ async fn call(
     console: &mut Console,
 ) -> Result<u8, ClientError> {
     let params = parse_params(args.params.as_deref())?;
-    if let Some(wait) = args.wait {
-        if !wait.is_finite() || wait < 0.0 {
-            return Err(ClientError::Usage(format!(
-                "--wait must be a number of seconds, 0 or more, got {wait}"
-            )));
-        }
-    }
-
     let client = connect(global).await?;
     let session_id = match args.session {
         Some(session_id) => session_id,
@@ -180,15 +172,6 @@ async fn call(
         Value::String(args.command_type.clone()),
     );
     request.insert("params".into(), Value::Object(params));
-    if let Some(wait) = args.wait {
-        // Whole seconds go out as integers, the way a person would write them.
-        let wait = if wait.fract() == 0.0 && wait < 1e15 {
-            json!(wait as u64)
-        } else {
-            json!(wait)
-        };
-        request.insert("wait".into(), wait);
-    }
     let reply = client.call("send_command", Value::Object(request)).await?;
 
     let report = format_call_result(&reply, &args.command_type);

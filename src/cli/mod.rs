@@ -93,7 +93,7 @@ pub enum SessionsCommand {
     },
 }
 
-/// `call COMMAND_TYPE [PARAMS_JSON] [--session ID] [--wait SECONDS]`
+/// `call COMMAND_TYPE [PARAMS_JSON] [--session ID]`
 #[derive(clap::Args, Debug, Clone)]
 pub struct CallArgs {
     /// Blender command type, forwarded verbatim (execute_code, get_scene_info, …)
@@ -105,9 +105,6 @@ pub struct CallArgs {
     /// Run in this session instead of creating a new one
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
-    /// Seconds to wait before the command continues as a job (manager default 30)
-    #[arg(long, value_name = "SECONDS")]
-    pub wait: Option<f64>,
 }
 
 /// Runs a client subcommand against the manager, printing to the terminal.

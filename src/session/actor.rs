@@ -61,9 +61,12 @@ impl SessionActor {
             Ok(()) => {
                 info!(session = %id, backend = %self.link.address(), "Blender connected for session")
             }
-            Err(e) => warn!(session = %id, error = %e, "Blender not reachable at session start"),
+            Err(e) => {
+                warn!(session = %id, error = %e, "Blender not reachable at session start");
+                self.session.data.lock().last_error = Some(e.to_string());
+            }
         }
-        self.sync_link_status();
+        self.session.data.lock().connected = self.link.is_connected();
         let _ = ready.send(());
         let closing = self.session.closing.clone();
         loop {
@@ -140,10 +143,17 @@ impl SessionActor {
             Ok(reply) => (
                 CommandStatus::Error,
                 Some(reply.result.truncated(self.limits.history_result_limit)),
-                Some(serde_json::json!({
-                    "kind": "blender_error",
-                    "message": reply.message.clone().unwrap_or_default(),
-                })),
+                Some(match &reply.traceback {
+                    Some(tb) => serde_json::json!({
+                        "kind": "blender_error",
+                        "message": reply.message.clone().unwrap_or_default(),
+                        "traceback": tb,
+                    }),
+                    None => serde_json::json!({
+                        "kind": "blender_error",
+                        "message": reply.message.clone().unwrap_or_default(),
+                    }),
+                }),
             ),
             Err((e, drop)) => {
                 let status = match (e, drop) {

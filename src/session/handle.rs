@@ -219,7 +219,6 @@ impl Session {
             "backend": self.backend.to_string(),
             "owner": self.owner,
             "metadata": self.metadata,
-            "closed": d.closed.map(CloseReason::as_str),
         })
     }
 }

@@ -87,7 +87,7 @@ print(json.dumps({"scene": scene, "out": out, "missing": missing}))
 
 
 def run_stock_client(manager: Manager, pythonpath: str | None) -> dict:
-    env = dict(os.environ)
+    env = dict(os.environ, DISABLE_TELEMETRY="1")  # the stock servers phone home otherwise
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     p = subprocess.run([sys.executable, "-c", STOCK_CLIENT, str(manager.compat_addr[1])],
