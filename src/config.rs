@@ -122,6 +122,8 @@ pub struct Config {
     pub history_result_limit: usize,
     /// Snapshots kept per session.
     pub snapshot_limit: usize,
+    /// Scenes above this many bytes are stored truncated in snapshots.
+    pub snapshot_scene_limit: usize,
     /// Closed sessions whose history stays readable.
     pub closed_session_limit: usize,
 }
@@ -147,6 +149,7 @@ impl Default for Config {
             db: ":memory:".into(),
             history_result_limit: 16 * 1024,
             snapshot_limit: 100,
+            snapshot_scene_limit: 1024 * 1024,
             closed_session_limit: 1000,
         }
     }
@@ -258,7 +261,7 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{s:?} must be a non-negative number of seconds"));
     }
-    Ok(Duration::from_secs_f64(v))
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is too many seconds"))
 }
 
 #[cfg(test)]
@@ -285,6 +288,7 @@ mod tests {
         assert_eq!(a.command_timeout, Duration::from_secs(2));
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("1e300").is_err());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum ManagerError {
     BlenderDisconnected { command: String },
     #[error("Invalid reply from Blender: {reason}")]
     BadReply { reason: String },
+    #[error("Internal error: {0}")]
+    Internal(String),
 }
 
 impl ManagerError {
@@ -68,6 +70,7 @@ impl ManagerError {
             ManagerError::ShuttingDown => -32009,
             ManagerError::BlenderDisconnected { .. } => -32010,
             ManagerError::BadReply { .. } => -32011,
+            ManagerError::Internal(_) => -32603,
         }
     }
 
@@ -89,6 +92,7 @@ impl ManagerError {
             ManagerError::ShuttingDown => "shutting_down",
             ManagerError::BlenderDisconnected { .. } => "blender_disconnected",
             ManagerError::BadReply { .. } => "blender_bad_reply",
+            ManagerError::Internal(_) => "internal_error",
         }
     }
 

@@ -23,10 +23,10 @@ use crate::config::Config;
 use crate::error::ManagerError;
 use crate::raw_json::RawJson;
 use crate::session::actor::{ActorLimits, SessionActor};
-use crate::session::handle::{CommandRequest, SessionOwner};
+use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionOwner};
 use crate::session::{
-    id, CloseReason, CommandOrigin, CommandOutcome, HistoryEntry, Session, SessionHandle,
-    SessionRegistry, Snapshot,
+    id, CloseReason, CommandOrigin, CommandOutcome, HistoryEntry, SceneState, Session,
+    SessionHandle, SessionRegistry, Snapshot,
 };
 
 pub struct Manager {
@@ -104,6 +104,7 @@ impl Manager {
         let limits = ActorLimits {
             history_result_limit: self.config.history_result_limit,
             snapshot_limit: self.config.snapshot_limit,
+            snapshot_scene_limit: self.config.snapshot_scene_limit,
         };
         let actor = SessionActor::new(handle.session.clone(), link, rx, limits);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -126,11 +127,11 @@ impl Manager {
             .ok_or_else(|| ManagerError::SessionNotFound(id.to_string()))
     }
 
-    pub fn session_info(&self, id: &str) -> Result<Value, ManagerError> {
+    pub fn session_info(&self, id: &str) -> Result<SessionInfo, ManagerError> {
         Ok(self.session(id)?.session.info())
     }
 
-    pub fn list_sessions(&self) -> Vec<Value> {
+    pub fn list_sessions(&self) -> Vec<SessionInfo> {
         let mut all: Vec<_> = self.registry.live();
         all.sort_by(|a, b| a.session.created_at.total_cmp(&b.session.created_at));
         all.iter().map(|h| h.session.info()).collect()
@@ -161,13 +162,17 @@ impl Manager {
             .await
     }
 
-    pub fn update_state(&self, id: &str, keys: Map<String, Value>) -> Result<Value, ManagerError> {
+    pub fn update_state(
+        &self,
+        id: &str,
+        keys: Map<String, Value>,
+    ) -> Result<SceneState, ManagerError> {
         let handle = self.session(id)?;
         let session = &handle.session;
         session.touch();
         let mut d = session.data.lock();
         d.state.merge(keys)?;
-        Ok(serde_json::to_value(&d.state).unwrap_or(Value::Null))
+        Ok(d.state.clone())
     }
 
     pub fn history(
@@ -191,23 +196,29 @@ impl Manager {
         Ok(d.snapshots.iter().cloned().collect())
     }
 
-    /// Closes sessions idle for longer than `timeout` (not busy, not compat-owned).
+    /// Closes sessions idle for longer than `timeout` (not busy, not compat-owned)
+    /// and returns the ids it closed. Idleness is checked again under the session's
+    /// lock at the moment of closing, so a command arriving meanwhile keeps it open.
     pub fn cleanup_idle_sessions(&self, timeout: Duration, reason: CloseReason) -> Vec<String> {
         let now = Instant::now();
-        let idle = self.registry.select(|s| {
-            s.owner != SessionOwner::Compat && s.idle_for(now).is_some_and(|d| d > timeout)
-        });
-        for id in &idle {
-            if self.registry.close(id, reason).is_some() {
+        let is_idle = |s: &Session, d: &SessionData| {
+            s.owner != SessionOwner::Compat
+                && s.idle_for_locked(d, now).is_some_and(|i| i > timeout)
+        };
+        let candidates = self.registry.select(|s| is_idle(s, &s.data.lock()));
+        let mut closed = Vec::new();
+        for id in candidates {
+            if self.registry.close_if(&id, reason, is_idle).is_some() {
                 info!(session = %id, reason = %reason.as_str(), idle_timeout_s = timeout.as_secs_f64(), "session reaped");
+                closed.push(id);
             }
         }
-        idle
+        closed
     }
 
-    /// Closes every session (used at shutdown).
+    /// Refuses new sessions and closes every live one (at shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        for h in self.registry.live() {
+        for h in self.registry.begin_shutdown() {
             let _ = self.close_session(h.id(), reason);
         }
     }

@@ -59,11 +59,14 @@ impl RawJson {
         serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
     }
 
-    /// A copy cut down to at most `limit` bytes: values above the limit become a
-    /// marker object `{"_truncated": true, "bytes": N, "preview": "<first bytes>"}`.
+    /// A copy for keeping (history, state), cut down to at most `limit` bytes:
+    /// values above the limit become a marker object
+    /// `{"_truncated": true, "bytes": N, "preview": "<first bytes>"}`. Always a fresh
+    /// allocation, so a small kept value never pins the (possibly huge) read buffer
+    /// the reply arrived in.
     pub fn truncated(&self, limit: usize) -> RawJson {
         if self.0.len() <= limit {
-            return self.clone();
+            return RawJson(Bytes::copy_from_slice(&self.0));
         }
         let cut = limit.min(1024).min(self.0.len());
         let preview = String::from_utf8_lossy(&self.0[..cut]);
@@ -93,5 +96,32 @@ impl<'de> serde::Deserialize<'de> for RawJson {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw: Box<RawValue> = Box::deserialize(deserializer)?;
         Ok(RawJson(Bytes::from(raw.get().to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_copies_never_share_the_reply_buffer() {
+        let reply = Bytes::from(format!("[{}]", "1,".repeat(1000) + "1"));
+        let small = RawJson::from_validated(reply.slice(1..2));
+        let kept = small.truncated(16 * 1024);
+        assert_eq!(kept.bytes().as_ref(), b"1");
+        let inside = reply.as_ptr_range();
+        assert!(
+            !inside.contains(&kept.bytes().as_ptr()),
+            "the kept value pins the reply"
+        );
+    }
+
+    #[test]
+    fn values_above_the_limit_become_a_marker() {
+        let big = RawJson::from_value(&"x".repeat(5000));
+        let t = big.truncated(100).to_value();
+        assert_eq!(t["_truncated"], true);
+        assert_eq!(t["bytes"], 5002);
+        assert_eq!(t["preview"].as_str().unwrap().len(), 100);
     }
 }

@@ -112,3 +112,17 @@ async fn cleanup_idle_sessions_closes_by_the_given_timeout() {
     assert_eq!(r, json!({"closed": [a]}));
     rpc.ok("get_session_info", json!({"session_id": b})).await;
 }
+
+#[tokio::test]
+async fn an_absurd_cleanup_timeout_is_an_invalid_param_not_a_hang() {
+    let h = Harness::start().await;
+    let mut rpc = h.rpc().await;
+    let e = rpc
+        .err("cleanup_idle_sessions", json!({"timeout": 1e300}))
+        .await;
+    assert_eq!(e["code"], -32602);
+    assert_eq!(
+        e["message"],
+        "Invalid params: timeout: too large a number of seconds"
+    );
+}

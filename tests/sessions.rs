@@ -371,3 +371,40 @@ async fn refuses_sessions_beyond_max_sessions() {
     rpc.ok("close_session", json!({"session_id": a})).await;
     rpc.create().await;
 }
+
+#[tokio::test]
+async fn a_number_beyond_f64_in_a_result_does_not_break_session_info() {
+    let h = Harness::start().await;
+    // Python's json.dumps(10**400) sends this; the manager keeps it verbatim.
+    let nines = "9".repeat(400);
+    let big = format!("{{\"status\":\"success\",\"result\":{nines}}}");
+    h.mock
+        .once("big", MockAction::ReplyRaw(bytes::Bytes::from(big)));
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    // serde_json cannot hold such a number, so these replies are checked as text.
+    let mut raw = async |method: &str, params: serde_json::Value| {
+        rpc.send(method, params).await;
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut rpc.reader, &mut line)
+            .await
+            .unwrap();
+        line
+    };
+    let sent = raw(
+        "send_command",
+        json!({"session_id": id, "command_type": "big"}),
+    )
+    .await;
+    assert!(
+        sent.contains(&nines) && sent.contains(r#""status":"success""#),
+        "{sent}"
+    );
+    let info = raw("get_session_info", json!({"session_id": id})).await;
+    assert!(
+        info.contains(r#""last_command":"big""#) && info.contains(&nines),
+        "{info}"
+    );
+    let list = raw("list_sessions", json!({})).await;
+    assert!(list.contains(&id) && list.contains(&nines), "{list}");
+}

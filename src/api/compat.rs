@@ -134,8 +134,11 @@ async fn connection(
             write.write_all(&reply).await?;
             write.write_all(b"\n").await
         };
-        if written.await.is_err() || close_after {
-            break;
+        // A caller that stops reading must not hold its session open forever.
+        let stall = manager.config().command_timeout;
+        match tokio::time::timeout(stall, written).await {
+            Ok(Ok(())) if !close_after => {}
+            _ => break,
         }
     }
     if let Some((handle, true)) = session {

@@ -15,7 +15,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -53,7 +55,7 @@ async fn connection(
     let codec = JsonFrameCodec::new(NewlinePolicy::Ndjson, manager.config().max_frame_bytes);
     let mut frames = FramedRead::with_capacity(read, codec, 16 * 1024);
     let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer = tokio::spawn(write_replies(write, rx));
+    let writer = tokio::spawn(write_replies(write, rx, manager.config().command_timeout));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let token = manager.config().token.clone();
     let mut authenticated = token.is_none();
@@ -121,7 +123,23 @@ async fn connection(
         let manager = manager.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let result = methods::call(&manager, &request.method, request.params.as_deref()).await;
+            // A bug in a method must still answer the caller, not leave it waiting.
+            let call = methods::call(&manager, &request.method, request.params.as_deref());
+            let result = match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(r) => r,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("panic");
+                    tracing::error!(method = %request.method, panic = what, "method panicked");
+                    Err(ManagerError::Internal(format!(
+                        "{} failed: {what}",
+                        request.method
+                    )))
+                }
+            };
             if let Some(id) = request.id.as_deref() {
                 let bytes = match result {
                     Ok(body) => rpc::success(id, &body),
@@ -163,24 +181,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Writes replies as they come, flushing when nothing more is ready; each permit is
 /// released once its reply is handed to the socket.
+/// A caller that reads nothing for `stall` while a reply waits is dropped.
 async fn write_replies(
     write: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    stall: std::time::Duration,
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, write);
     while let Some((bytes, permit)) = rx.recv().await {
-        if out.write_all(&bytes).await.is_err() {
-            break;
-        }
-        drop(permit);
-        while let Ok((bytes, permit)) = rx.try_recv() {
-            if out.write_all(&bytes).await.is_err() {
-                return;
-            }
+        let batch = async {
+            out.write_all(&bytes).await?;
             drop(permit);
-        }
-        if out.flush().await.is_err() {
-            break;
+            while let Ok((bytes, permit)) = rx.try_recv() {
+                out.write_all(&bytes).await?;
+                drop(permit);
+            }
+            out.flush().await
+        };
+        match tokio::time::timeout(stall, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::info!(
+                    stall_s = stall.as_secs_f64(),
+                    "JSON-RPC caller stopped reading replies; closing"
+                );
+                break;
+            }
         }
     }
 }

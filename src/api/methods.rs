@@ -161,9 +161,12 @@ pub async fn call(
         "cleanup_idle_sessions" => {
             let timeout = p.opt_f64("timeout")?;
             p.finish()?;
-            let timeout = timeout
-                .map(Duration::from_secs_f64)
-                .unwrap_or(manager.config().idle_timeout);
+            let timeout = match timeout {
+                Some(t) => Duration::try_from_secs_f64(t).map_err(|_| {
+                    ManagerError::invalid_params("timeout", "too large a number of seconds")
+                })?,
+                None => manager.config().idle_timeout,
+            };
             let closed = manager.cleanup_idle_sessions(timeout, CloseReason::Idle);
             ok(&json!({"closed": closed}))
         }

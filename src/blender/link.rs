@@ -30,6 +30,11 @@ use crate::config::BackendAddr;
 use crate::error::ManagerError;
 use crate::wire::{Frame, FrameError, JsonFrameCodec, NewlinePolicy};
 
+/// Initial read buffer of a link.
+const READ_BUFFER: usize = 16 * 1024;
+/// Replies above this size get their read buffer replaced afterwards.
+const BIG_FRAME: usize = 1024 * 1024;
+
 /// Timeouts and limits of a link.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkSettings {
@@ -142,7 +147,7 @@ impl BlenderLink {
                 let codec =
                     JsonFrameCodec::new(NewlinePolicy::Stream, self.settings.max_frame_bytes);
                 self.conn = Some(Connection {
-                    reader: FramedRead::with_capacity(read, codec, 16 * 1024),
+                    reader: FramedRead::with_capacity(read, codec, READ_BUFFER),
                     writer,
                 });
                 self.backoff.record_success();
@@ -238,6 +243,16 @@ impl BlenderLink {
             }
             Ok(Ok(frame)) => {
                 self.stats.record_success(Some(sent_at.elapsed()));
+                if frame.bytes().len() > BIG_FRAME {
+                    // Start the next read in a fresh small buffer: the big one is freed
+                    // with this reply instead of staying with the idle link.
+                    if let Some(conn) = self.conn.as_mut() {
+                        let rest = conn.reader.read_buffer_mut().split();
+                        let mut fresh = bytes::BytesMut::with_capacity(READ_BUFFER);
+                        fresh.extend_from_slice(&rest);
+                        *conn.reader.read_buffer_mut() = fresh;
+                    }
+                }
                 BlenderReply::parse(frame)
                     .map_err(|reason| (ManagerError::BadReply { reason }, None))
             }

@@ -57,8 +57,8 @@ struct Envelope<'a> {
     message: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "_state")]
     state: Option<&'a RawValue>,
-    #[serde(default)]
-    traceback: Option<String>,
+    #[serde(borrow, default)]
+    traceback: Option<&'a RawValue>,
 }
 
 impl BlenderReply {
@@ -93,11 +93,8 @@ impl BlenderReply {
         let (addon_state, state_span) = match env.state {
             Some(raw) => {
                 let span = if frame.has_nonfinite() {
-                    // Offsets differ from the received bytes, but `_state` holds only
-                    // names, so its text is the same there: find it from the end,
-                    // where the addon puts it.
-                    memchr::memmem::rfind(frame.bytes(), raw.get().as_bytes())
-                        .map(|at| at..at + raw.get().len())
+                    // Offsets in the strict copy differ from the received bytes.
+                    top_level_value(frame.bytes(), b"\"_state\"")
                 } else {
                     Some(slice_of(raw))
                 };
@@ -110,7 +107,9 @@ impl BlenderReply {
             success,
             result,
             message,
-            traceback: env.traceback,
+            traceback: env.traceback.map(|raw| {
+                serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
+            }),
             addon_state,
             state_span,
         })
@@ -174,6 +173,63 @@ fn cut_member(b: &[u8], value: Range<usize>, key: &[u8]) -> Option<(usize, usize
         (Some(b'{'), Some(b'}')) => Some((key_start, value.end)),
         _ => None,
     }
+}
+
+/// The span of the value of top-level member `key` (quoted, without escapes) in
+/// the object `b`, found by a scan that skips strings and nested values.
+fn top_level_value(b: &[u8], key: &[u8]) -> Option<Range<usize>> {
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut value_start: Option<usize> = None;
+    let mut last_end = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                last_end = i;
+                if depth == 1 && value_start.is_none() && &b[start..i.min(b.len())] == key {
+                    let mut j = i;
+                    while j < b.len() && ws(b[j]) {
+                        j += 1;
+                    }
+                    if b.get(j) == Some(&b':') {
+                        j += 1;
+                        while j < b.len() && ws(b[j]) {
+                            j += 1;
+                        }
+                        value_start = Some(j);
+                        i = j;
+                    }
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 1 {
+                    return value_start.map(|s| s..last_end);
+                }
+                depth = depth.saturating_sub(1);
+                last_end = i + 1;
+                i += 1;
+                continue;
+            }
+            b',' if depth == 1 => {
+                if let Some(s) = value_start {
+                    return Some(s..last_end);
+                }
+            }
+            c if !ws(c) => last_end = i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn preview(b: &[u8]) -> String {
@@ -248,6 +304,20 @@ mod tests {
         assert_eq!(
             r.relay_bytes().as_ref(),
             br#"{"status": "success", "result": {"x": NaN}}"#
+        );
+    }
+
+    #[test]
+    fn only_the_top_level_state_is_cut_when_the_reply_holds_nan() {
+        let s = r#"{"status":"success","_state":{},"result":{"x":NaN,"_state":{}}}"#;
+        assert_eq!(
+            reply(s).unwrap().relay_bytes().as_ref(),
+            br#"{"status":"success","result":{"x":NaN,"_state":{}}}"#
+        );
+        let s = r#"{"status":"success","result":{"s":"a\"_state\":","x":[NaN]}, "_state" : {"objects":["{"]} }"#;
+        assert_eq!(
+            reply(s).unwrap().relay_bytes().as_ref(),
+            br#"{"status":"success","result":{"s":"a\"_state\":","x":[NaN]} }"#
         );
     }
 

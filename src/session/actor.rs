@@ -29,6 +29,7 @@ use crate::raw_json::RawJson;
 pub(crate) struct ActorLimits {
     pub history_result_limit: usize,
     pub snapshot_limit: usize,
+    pub snapshot_scene_limit: usize,
 }
 
 pub(crate) struct SessionActor {
@@ -71,8 +72,19 @@ impl SessionActor {
         let closing = self.session.closing.clone();
         loop {
             tokio::select! {
+                // Order matters: closing first; then a dead idle socket, so a command
+                // arriving at the same moment reconnects instead of hitting it.
                 biased;
                 _ = closing.cancelled() => break,
+                why = self.link.watch_idle() => {
+                    let reason = match why {
+                        LinkDrop::Unsolicited => "Blender sent data while no command was in flight",
+                        _ => "Blender closed the connection while idle",
+                    };
+                    warn!(session = %id, backend = %self.link.address(), reason = %reason, "dropping idle Blender connection");
+                    self.link.drop_connection(reason);
+                    self.sync_link_status();
+                }
                 msg = self.rx.recv() => match msg {
                     Some(SessionMsg::Command { request, reply }) => {
                         let outcome = self.execute(request).await;
@@ -86,15 +98,6 @@ impl SessionActor {
                     }
                     None => break,
                 },
-                why = self.link.watch_idle() => {
-                    let reason = match why {
-                        LinkDrop::Unsolicited => "Blender sent data while no command was in flight",
-                        _ => "Blender closed the connection while idle",
-                    };
-                    warn!(session = %id, backend = %self.link.address(), reason = %reason, "dropping idle Blender connection");
-                    self.link.drop_connection(reason);
-                    self.sync_link_status();
-                }
             }
         }
         // Closing: refuse what is still queued, then close the socket.
@@ -258,7 +261,7 @@ impl SessionActor {
             snapshot_id: d.next_snapshot,
             session_id: self.session.id.clone(),
             timestamp: unix_now(),
-            scene: reply.result,
+            scene: reply.result.truncated(self.limits.snapshot_scene_limit),
             state: d.state.clone(),
         };
         if d.snapshots.len() >= self.limits.snapshot_limit {

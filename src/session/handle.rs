@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -183,44 +183,74 @@ impl Session {
 
     /// How long the session has been idle, or `None` while it has work.
     pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        self.idle_for_locked(&self.data.lock(), now)
+    }
+
+    pub(crate) fn idle_for_locked(&self, d: &SessionData, now: Instant) -> Option<Duration> {
         if self.pending() > 0 {
             return None;
         }
-        let last = self.data.lock().last_activity;
-        Some(now.saturating_duration_since(last))
+        Some(now.saturating_duration_since(d.last_activity))
     }
 
     pub fn state(&self) -> SceneState {
         self.data.lock().state.clone()
     }
 
-    /// Session info in the seed's shape plus extra keys.
-    pub fn info(&self) -> Value {
+    /// Session info in the seed's shape plus extra keys. A typed value (not a
+    /// `serde_json::Value`), so raw results in the state are written out verbatim.
+    pub fn info(&self) -> SessionInfo {
         let d = self.data.lock();
-        let idle = Instant::now()
-            .saturating_duration_since(d.last_activity)
-            .as_secs_f64();
-        json!({
-            "session_id": self.id,
-            "created_at": self.created_at,
-            "last_activity": d.last_activity_unix,
-            "blender": {
-                "connected": d.connected,
-                "host": self.backend.host,
-                "port": self.backend.port,
-                "last_heartbeat": d.last_heartbeat,
-                "last_error": d.last_error,
+        SessionInfo {
+            session_id: self.id.clone(),
+            created_at: self.created_at,
+            last_activity: d.last_activity_unix,
+            blender: BlenderInfo {
+                connected: d.connected,
+                host: self.backend.host.clone(),
+                port: self.backend.port,
+                last_heartbeat: d.last_heartbeat,
+                last_error: d.last_error.clone(),
             },
-            "state": d.state,
-            "command_count": d.command_count,
-            "idle_seconds": idle,
-            "queued": self.pending(),
-            "running": d.running,
-            "backend": self.backend.to_string(),
-            "owner": self.owner,
-            "metadata": self.metadata,
-        })
+            state: d.state.clone(),
+            command_count: d.command_count,
+            idle_seconds: Instant::now()
+                .saturating_duration_since(d.last_activity)
+                .as_secs_f64(),
+            queued: self.pending(),
+            running: d.running.clone(),
+            backend: self.backend.to_string(),
+            owner: self.owner,
+            metadata: self.metadata.clone(),
+        }
     }
+}
+
+/// `get_session_info`'s result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub created_at: f64,
+    pub last_activity: f64,
+    pub blender: BlenderInfo,
+    pub state: SceneState,
+    pub command_count: u64,
+    pub idle_seconds: f64,
+    pub queued: usize,
+    pub running: Option<String>,
+    pub backend: String,
+    pub owner: SessionOwner,
+    pub metadata: Value,
+}
+
+/// The `blender` member of session info.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlenderInfo {
+    pub connected: bool,
+    pub host: String,
+    pub port: u16,
+    pub last_heartbeat: Option<f64>,
+    pub last_error: Option<String>,
 }
 
 /// A live session: its record and its task's mailbox.
@@ -283,15 +313,22 @@ impl SessionHandle {
         rx.await.map_err(|_| self.closed_error())?
     }
 
-    /// Starts closing: no new commands; the current one finishes and is recorded;
-    /// queued ones fail with `session_not_found`.
-    pub(crate) fn close(&self, reason: CloseReason) {
+    /// Starts closing when `still` holds for the session (checked under its lock):
+    /// no new commands; the current one finishes and is recorded; queued ones fail
+    /// with `session_not_found`. Returns whether it closed.
+    pub(crate) fn close_if(
+        &self,
+        reason: CloseReason,
+        still: impl FnOnce(&Session, &SessionData) -> bool,
+    ) -> bool {
         {
             let mut d = self.session.data.lock();
-            if d.closed.is_none() {
-                d.closed = Some(reason);
+            if d.closed.is_some() || !still(&self.session, &d) {
+                return false;
             }
+            d.closed = Some(reason);
         }
         self.session.closing.cancel();
+        true
     }
 }

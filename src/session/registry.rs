@@ -5,17 +5,21 @@
 //! snapshots stay readable). The lock is held for map operations only; nothing
 //! awaits under it. Minting and the capacity check happen under the same lock as the
 //! insert, so ids are unique and `max_sessions` is never overshot under concurrency.
+//! Lock order is always registry, then a session's own lock: closing checks and marks
+//! the session under both, so a close (or a reap) and a new command never interleave.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::handle::{CloseReason, Session, SessionHandle};
+use super::handle::{CloseReason, Session, SessionData, SessionHandle};
 use crate::error::ManagerError;
 
 #[derive(Default)]
 struct Inner {
+    /// Set at shutdown: no session may be added after the last one was closed.
+    shutting_down: bool,
     live: HashMap<String, SessionHandle>,
     closed: HashMap<String, Arc<Session>>,
     closed_order: VecDeque<String>,
@@ -43,6 +47,9 @@ impl SessionRegistry {
         make: impl FnOnce(String) -> SessionHandle,
     ) -> Result<SessionHandle, ManagerError> {
         let mut inner = self.inner.lock();
+        if inner.shutting_down {
+            return Err(ManagerError::ShuttingDown);
+        }
         if inner.live.len() >= self.max_sessions {
             return Err(ManagerError::Capacity(self.max_sessions));
         }
@@ -73,20 +80,38 @@ impl SessionRegistry {
 
     /// Removes a live session and starts closing it.
     pub fn close(&self, id: &str, reason: CloseReason) -> Option<SessionHandle> {
-        let handle = {
-            let mut inner = self.inner.lock();
-            let handle = inner.live.remove(id)?;
-            inner.closed.insert(id.to_string(), handle.session.clone());
-            inner.closed_order.push_back(id.to_string());
-            while inner.closed_order.len() > self.closed_limit {
-                if let Some(old) = inner.closed_order.pop_front() {
-                    inner.closed.remove(&old);
-                }
+        self.close_if(id, reason, |_, _| true)
+    }
+
+    /// Closes a live session if `still` holds for it under the session's lock (the
+    /// reaper's check that it is still idle).
+    pub(crate) fn close_if(
+        &self,
+        id: &str,
+        reason: CloseReason,
+        still: impl FnOnce(&Session, &SessionData) -> bool,
+    ) -> Option<SessionHandle> {
+        let mut inner = self.inner.lock();
+        let handle = inner.live.get(id)?.clone();
+        if !handle.close_if(reason, still) {
+            return None;
+        }
+        inner.live.remove(id);
+        inner.closed.insert(id.to_string(), handle.session.clone());
+        inner.closed_order.push_back(id.to_string());
+        while inner.closed_order.len() > self.closed_limit {
+            if let Some(old) = inner.closed_order.pop_front() {
+                inner.closed.remove(&old);
             }
-            handle
-        };
-        handle.close(reason);
+        }
         Some(handle)
+    }
+
+    /// Refuses new sessions from now on and returns the live ones.
+    pub fn begin_shutdown(&self) -> Vec<SessionHandle> {
+        let mut inner = self.inner.lock();
+        inner.shutting_down = true;
+        inner.live.values().cloned().collect()
     }
 
     pub fn live(&self) -> Vec<SessionHandle> {
