@@ -46,9 +46,18 @@ pub struct ServeArgs {
     /// Seconds to wait for a TCP connect to Blender
     #[arg(long, env = "SESSION_MANAGER_CONNECT_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
+    /// Seconds `send_command` waits before answering `pending` with a job id
+    #[arg(long, env = "SESSION_MANAGER_SYNC_WAIT", default_value = "30", value_parser = parse_seconds)]
+    pub sync_wait: Duration,
     /// Maximum number of open sessions
     #[arg(long, env = "SESSION_MANAGER_MAX_SESSIONS", default_value_t = 1000)]
     pub max_sessions: usize,
+    /// Pending jobs allowed manager-wide (sync send_command included)
+    #[arg(long, env = "SESSION_MANAGER_MAX_QUEUE", default_value_t = 100)]
+    pub max_queue: usize,
+    /// Seconds finished jobs are kept before they are pruned
+    #[arg(long, env = "SESSION_MANAGER_JOB_TTL", default_value = "3600", value_parser = parse_seconds)]
+    pub job_ttl: Duration,
     /// History entries kept per session (at least)
     #[arg(long, env = "SESSION_MANAGER_HISTORY_LIMIT", default_value_t = 1000)]
     pub history_limit: usize,
@@ -63,9 +72,10 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Database: `:memory:` keeps everything in this process only
-    #[arg(long, env = "SESSION_MANAGER_DB", default_value = ":memory:")]
-    pub db: String,
+    /// SQLite database file (default: the user's data directory, e.g.
+    /// ~/.local/share/blender-session-manager/manager.db); `:memory:` keeps nothing
+    #[arg(long, env = "SESSION_MANAGER_DB")]
+    pub db: Option<String>,
 }
 
 /// A Blender backend address as given (host name kept for display and connects).
@@ -112,7 +122,10 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
+    pub sync_wait: Duration,
     pub max_sessions: usize,
+    pub max_queue: usize,
+    pub job_ttl: Duration,
     pub history_limit: usize,
     pub max_frame_bytes: usize,
     pub token: Option<String>,
@@ -141,7 +154,10 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(60),
             command_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(5),
+            sync_wait: Duration::from_secs(30),
             max_sessions: 1000,
+            max_queue: 100,
+            job_ttl: Duration::from_secs(3600),
             history_limit: 1000,
             max_frame_bytes: 64 * 1024 * 1024,
             token: None,
@@ -219,12 +235,15 @@ impl Config {
                 "--max-frame-bytes must be at least 1024".into(),
             ));
         }
-        if args.db != ":memory:" {
-            return Err(ConfigError(format!(
-                "--db {}: only :memory: is supported by this version",
-                args.db
-            )));
-        }
+        let db = match &args.db {
+            Some(db) if !db.trim().is_empty() => db.clone(),
+            _ => default_db_path(&env).ok_or_else(|| {
+                ConfigError(
+                    "--db: no data directory found (set HOME or XDG_DATA_HOME, or pass --db PATH)"
+                        .into(),
+                )
+            })?,
+        };
         Ok(Config {
             listen,
             compat_listen,
@@ -233,12 +252,15 @@ impl Config {
             sweep_interval: args.sweep_interval,
             command_timeout: args.command_timeout,
             connect_timeout: args.connect_timeout,
+            sync_wait: args.sync_wait,
             max_sessions: args.max_sessions,
+            max_queue: args.max_queue,
+            job_ttl: args.job_ttl,
             history_limit: args.history_limit.max(1),
             max_frame_bytes: args.max_frame_bytes,
             token,
             log_format: args.log_format,
-            db: args.db.clone(),
+            db,
             ..Config::default()
         })
     }
@@ -250,6 +272,23 @@ fn resolve_listen(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| ConfigError(format!("{flag} {value}: {e}")))?
         .next()
         .ok_or_else(|| ConfigError(format!("{flag} {value}: resolves to no address")))
+}
+
+/// `$XDG_DATA_HOME/blender-session-manager/manager.db`, else under
+/// `$HOME/.local/share`.
+pub fn default_db_path(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let base = match env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(env("HOME").filter(|s| !s.is_empty())?)
+            .join(".local")
+            .join("share"),
+    };
+    Some(
+        base.join("blender-session-manager")
+            .join("manager.db")
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Parses seconds (integer or float) into a duration.
@@ -293,7 +332,7 @@ mod tests {
 
     #[test]
     fn blender_env_fallback() {
-        let a = parse(&[]);
+        let a = parse(&["--db", ":memory:"]);
         let c = Config::from_args(&a, None, |k| match k {
             "BLENDER_HOST" => Some("10.0.0.5".into()),
             "BLENDER_PORT" => Some("7777".into()),
@@ -301,21 +340,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.blender.to_string(), "10.0.0.5:7777");
-        let a = parse(&["--blender", "localhost:9999"]);
+        let a = parse(&["--blender", "localhost:9999", "--db", ":memory:"]);
         let c = Config::from_args(&a, None, |_| Some("1".into())).unwrap();
         assert_eq!(c.blender.to_string(), "localhost:9999");
     }
 
     #[test]
     fn refuses_non_loopback_without_token() {
-        let a = parse(&["--listen", "0.0.0.0:9880"]);
+        let a = parse(&["--listen", "0.0.0.0:9880", "--db", ":memory:"]);
         let e = Config::from_args(&a, None, |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("--token"), "{e}");
-        let a = parse(&["--listen", "0.0.0.0:9880"]);
+        let a = parse(&["--listen", "0.0.0.0:9880", "--db", ":memory:"]);
         assert!(Config::from_args(&a, Some("s3cret".into()), |_| None).is_ok());
-        let a = parse(&["--compat-listen", "0.0.0.0:9877"]);
+        let a = parse(&["--compat-listen", "0.0.0.0:9877", "--db", ":memory:"]);
         let e = Config::from_args(&a, Some("s3cret".into()), |_| None)
             .unwrap_err()
             .to_string();
@@ -323,8 +362,27 @@ mod tests {
     }
 
     #[test]
+    fn db_defaults_to_the_data_directory() {
+        let a = parse(&[]);
+        let c = Config::from_args(&a, None, |k| (k == "HOME").then(|| "/home/ada".into())).unwrap();
+        assert_eq!(
+            c.db,
+            "/home/ada/.local/share/blender-session-manager/manager.db"
+        );
+        let c = Config::from_args(&a, None, |k| (k == "XDG_DATA_HOME").then(|| "/data".into()))
+            .unwrap();
+        assert_eq!(c.db, "/data/blender-session-manager/manager.db");
+        let a = parse(&["--db", ":memory:"]);
+        assert_eq!(
+            Config::from_args(&a, None, |_| None).unwrap().db,
+            ":memory:"
+        );
+        assert!(Config::from_args(&parse(&[]), None, |_| None).is_err());
+    }
+
+    #[test]
     fn zero_timeouts_are_refused() {
-        let a = parse(&["--command-timeout", "0"]);
+        let a = parse(&["--command-timeout", "0", "--db", ":memory:"]);
         let e = Config::from_args(&a, None, |_| None)
             .unwrap_err()
             .to_string();
@@ -333,7 +391,7 @@ mod tests {
 
     #[test]
     fn bad_backend_names_the_flag() {
-        let a = parse(&["--blender", "nohost"]);
+        let a = parse(&["--blender", "nohost", "--db", ":memory:"]);
         let e = Config::from_args(&a, None, |_| None)
             .unwrap_err()
             .to_string();

@@ -7,6 +7,9 @@
 //!   reply envelopes, backoff;
 //! - [`session`] holds sessions — one task per session owning its link and FIFO —
 //!   their history and state, the registry and the idle reaper;
+//! - [`jobs`] turns every command into a job that outlives its caller's patience;
+//! - [`store`] is the SQLite file everything is written through; [`persist`] maps
+//!   memory to rows and back;
 //! - [`manager`] is the core every front door calls;
 //! - [`api`] holds the front doors: JSON-RPC over NDJSON and the addon-compatible port;
 //! - [`server`] binds and runs it all; [`config`] validates flags;
@@ -19,11 +22,14 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod logging;
 pub mod manager;
 pub mod mock_blender;
+pub mod persist;
 pub mod raw_json;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tools;
 pub mod wire;

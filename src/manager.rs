@@ -21,6 +21,9 @@ use crate::blender::link::{BlenderLink, LinkSettings};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::ManagerError;
+use crate::jobs::job::{JobRecord, JobResult};
+use crate::jobs::{Job, JobKind, JobStatus, JobTable};
+use crate::persist::Persist;
 use crate::raw_json::RawJson;
 use crate::session::actor::{ActorLimits, SessionActor};
 use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionOwner};
@@ -28,10 +31,16 @@ use crate::session::{
     id, CloseReason, CommandOrigin, CommandOutcome, HistoryEntry, SceneState, Session,
     SessionHandle, SessionRegistry, Snapshot,
 };
+use crate::store::{Restored, Store};
+
+/// Closed sessions stay readable in the store this long.
+pub const CLOSED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub struct Manager {
     config: Config,
     registry: SessionRegistry,
+    jobs: JobTable,
+    persist: Persist,
     backend: Arc<BackendStats>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -40,9 +49,29 @@ pub struct Manager {
     listeners: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
+/// What `send_command` answers: the outcome, or the job still running.
+pub enum SendOutcome {
+    Done {
+        outcome: CommandOutcome,
+        job_id: String,
+    },
+    Pending {
+        job_id: String,
+    },
+}
+
 impl Manager {
+    /// A manager with a disabled store (nothing outlives the process).
     pub fn new(config: Config) -> Arc<Manager> {
+        let (store, _) = Store::open(":memory:", config.history_limit, config.snapshot_limit)
+            .expect("the in-memory store always opens");
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: Config, store: Store) -> Arc<Manager> {
         Arc::new(Manager {
+            jobs: JobTable::new(config.max_queue),
+            persist: Persist::new(store),
             registry: SessionRegistry::new(config.max_sessions, config.closed_session_limit),
             backend: Arc::new(BackendStats::new(config.blender.clone())),
             config,
@@ -60,6 +89,14 @@ impl Manager {
 
     pub fn registry(&self) -> &SessionRegistry {
         &self.registry
+    }
+
+    pub fn jobs(&self) -> &JobTable {
+        &self.jobs
+    }
+
+    pub fn store(&self) -> &Store {
+        self.persist.store()
     }
 
     /// Tasks spawned on behalf of sessions and connections.
@@ -95,6 +132,21 @@ impl Manager {
             )),
             tx,
         })?;
+        self.persist.session_created(&handle).await;
+        info!(session = %handle.id(), backend = %self.config.blender, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
+        let ready_rx = self.spawn_session(&handle, rx, true);
+        let _ = ready_rx.await;
+        Ok(handle)
+    }
+
+    /// Starts a session's task; with `connect_now` it makes the first connect
+    /// attempt before `ready` fires (restored sessions reconnect lazily).
+    fn spawn_session(
+        &self,
+        handle: &SessionHandle,
+        rx: tokio::sync::mpsc::UnboundedReceiver<crate::session::handle::SessionMsg>,
+        connect_now: bool,
+    ) -> oneshot::Receiver<()> {
         let settings = LinkSettings {
             connect_timeout: self.config.connect_timeout,
             command_timeout: self.config.command_timeout,
@@ -105,25 +157,23 @@ impl Manager {
             history_result_limit: self.config.history_result_limit,
             snapshot_limit: self.config.snapshot_limit,
             snapshot_scene_limit: self.config.snapshot_scene_limit,
+            connect_now,
         };
-        let actor = SessionActor::new(handle.session.clone(), link, rx, limits);
+        let actor = SessionActor::new(
+            handle.session.clone(),
+            link,
+            rx,
+            limits,
+            self.persist.clone(),
+        );
         let (ready_tx, ready_rx) = oneshot::channel();
-        info!(session = %handle.id(), backend = %self.config.blender, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
         self.tasks.spawn(actor.run(ready_tx));
-        let _ = ready_rx.await;
-        Ok(handle)
+        ready_rx
     }
 
     pub fn session(&self, id: &str) -> Result<SessionHandle, ManagerError> {
         self.registry
             .get(id)
-            .ok_or_else(|| ManagerError::SessionNotFound(id.to_string()))
-    }
-
-    /// A live or recently closed session's record (history and snapshots only).
-    fn any_session(&self, id: &str) -> Result<Arc<Session>, ManagerError> {
-        self.registry
-            .get_any(id)
             .ok_or_else(|| ManagerError::SessionNotFound(id.to_string()))
     }
 
@@ -137,22 +187,37 @@ impl Manager {
         all.iter().map(|h| h.session.info()).collect()
     }
 
-    pub fn close_session(&self, id: &str, reason: CloseReason) -> Result<(), ManagerError> {
-        self.registry
+    /// Closes a session; answered once the close is on disk.
+    pub async fn close_session(&self, id: &str, reason: CloseReason) -> Result<(), ManagerError> {
+        let handle = self
+            .registry
             .close(id, reason)
             .ok_or_else(|| ManagerError::SessionNotFound(id.to_string()))?;
         info!(session = %id, reason = %reason.as_str(), "session closed");
+        self.record_close(&handle, reason).await;
         Ok(())
     }
 
-    pub async fn send_command(
+    /// A graceful shutdown keeps JSON-RPC sessions open in the store (they are
+    /// restored on the next start); every other close is recorded.
+    async fn record_close(&self, handle: &SessionHandle, reason: CloseReason) {
+        if reason == CloseReason::Shutdown && handle.session.owner == SessionOwner::Rpc {
+            return;
+        }
+        self.persist
+            .session_closed(handle.id(), reason.as_str())
+            .await;
+    }
+
+    /// Runs one command outside the job system (the compat port: each connection
+    /// is its own FIFO and is not counted against the queue).
+    pub async fn run_direct(
         &self,
-        id: &str,
+        handle: &SessionHandle,
         command_type: String,
         params: Option<RawJson>,
         origin: CommandOrigin,
     ) -> Result<CommandOutcome, ManagerError> {
-        let handle = self.session(id)?;
         handle
             .submit(CommandRequest {
                 command_type,
@@ -162,7 +227,99 @@ impl Manager {
             .await
     }
 
-    pub fn update_state(
+    /// Submits a job to a session's FIFO; answered once the job is on disk.
+    pub async fn submit_job(
+        &self,
+        session_id: &str,
+        kind: JobKind,
+        metadata: Value,
+    ) -> Result<Arc<Job>, ManagerError> {
+        let handle = self.session(session_id)?;
+        if self.shutdown.is_cancelled() {
+            return Err(ManagerError::ShuttingDown);
+        }
+        let job = self.jobs.create(session_id, kind, metadata, true)?;
+        self.persist.job_saved(&job, None).await;
+        if let Err(e) = handle.enqueue_job(job.clone()) {
+            job.cancel("the session closed before the job was queued");
+            self.persist.job_saved(&job, None).await;
+            return Err(e);
+        }
+        info!(session = %session_id, job = %job.id, job_type = %job.job_type(), "job submitted");
+        Ok(job)
+    }
+
+    /// Submit and wait up to `wait`: the outcome, or the job id if it is still running.
+    pub async fn send_command(
+        &self,
+        id: &str,
+        command_type: String,
+        params: Option<RawJson>,
+        wait: Option<Duration>,
+    ) -> Result<SendOutcome, ManagerError> {
+        let job = self
+            .submit_job(
+                id,
+                JobKind::Single {
+                    command_type,
+                    params,
+                },
+                Value::Null,
+            )
+            .await?;
+        let wait = wait.unwrap_or(self.config.sync_wait);
+        job.wait_final(wait, &self.shutdown).await;
+        match job.outcome() {
+            Some(outcome) => Ok(SendOutcome::Done {
+                outcome,
+                job_id: job.id.clone(),
+            }),
+            None if job.status() == JobStatus::Cancelled => {
+                Err(ManagerError::SessionNotFound(id.to_string()))
+            }
+            None => Ok(SendOutcome::Pending {
+                job_id: job.id.clone(),
+            }),
+        }
+    }
+
+    /// Cancels a job: `removed` (was pending), `discarded` (was running) or `finished`.
+    pub async fn cancel_job(&self, id: &str) -> Result<(JobRecord, &'static str), ManagerError> {
+        let job = self.jobs.get(id)?;
+        let what = job.cancel("cancelled by the caller");
+        if what != "finished" {
+            self.persist.job_saved(&job, None).await;
+            info!(job = %id, what, "job cancelled");
+        }
+        Ok((self.jobs.record(&job), what))
+    }
+
+    /// Long-polls a job's result for up to `wait`.
+    pub async fn job_result(
+        &self,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> Result<JobResult, ManagerError> {
+        let job = self.jobs.get(id)?;
+        if let Some(wait) = wait {
+            job.wait_final(wait, &self.shutdown).await;
+        }
+        Ok(job.result_view())
+    }
+
+    /// Prunes finished jobs past the TTL, and long-closed sessions from the store.
+    pub async fn prune_jobs(&self) {
+        let pruned = self.jobs.prune(self.config.job_ttl, Instant::now());
+        if !pruned.is_empty() {
+            tracing::debug!(count = pruned.len(), "pruned finished jobs");
+        }
+        self.persist.jobs_pruned(pruned).await;
+        self.persist
+            .prune_closed_sessions(unix_now() - CLOSED_SESSION_RETENTION.as_secs_f64())
+            .await;
+    }
+
+    pub async fn update_state(
         &self,
         id: &str,
         keys: Map<String, Value>,
@@ -170,36 +327,55 @@ impl Manager {
         let handle = self.session(id)?;
         let session = &handle.session;
         session.touch();
-        let mut d = session.data.lock();
-        d.state.merge(keys)?;
-        Ok(d.state.clone())
+        let state = {
+            let mut d = session.data.lock();
+            d.state.merge(keys)?;
+            d.state.clone()
+        };
+        self.persist.session_changed(session).await;
+        Ok(state)
     }
 
-    pub fn history(
+    /// History of a live or closed session: from memory, else from the store.
+    pub async fn history(
         &self,
         id: &str,
         limit: Option<usize>,
         since_seq: Option<u64>,
     ) -> Result<Vec<HistoryEntry>, ManagerError> {
-        let session = self.any_session(id)?;
-        let d = session.data.lock();
-        Ok(d.history.query(limit, since_seq))
+        if let Some(session) = self.registry.get_any(id) {
+            return Ok(session.data.lock().history.query(limit, since_seq));
+        }
+        match self.store().session_history(id, limit, since_seq).await {
+            Ok(Some(rows)) => Ok(rows.iter().map(Persist::history_entry).collect()),
+            Ok(None) => Err(ManagerError::SessionNotFound(id.to_string())),
+            Err(e) => Err(ManagerError::Internal(e.to_string())),
+        }
     }
 
     pub async fn take_snapshot(&self, id: &str) -> Result<Snapshot, ManagerError> {
         self.session(id)?.snapshot().await
     }
 
-    pub fn snapshots(&self, id: &str) -> Result<Vec<Snapshot>, ManagerError> {
-        let session = self.any_session(id)?;
-        let d = session.data.lock();
-        Ok(d.snapshots.iter().cloned().collect())
+    pub async fn snapshots(&self, id: &str) -> Result<Vec<Snapshot>, ManagerError> {
+        if let Some(session) = self.registry.get_any(id) {
+            return Ok(session.data.lock().snapshots.iter().cloned().collect());
+        }
+        match self.store().snapshots(id).await {
+            Ok(Some(rows)) => Ok(rows.iter().map(Persist::snapshot).collect()),
+            Ok(None) => Err(ManagerError::SessionNotFound(id.to_string())),
+            Err(e) => Err(ManagerError::Internal(e.to_string())),
+        }
     }
 
     /// Closes sessions idle for longer than `timeout` (not busy, not compat-owned)
     /// and returns the ids it closed. Idleness is checked again under the session's
     /// lock at the moment of closing, so a command arriving meanwhile keeps it open.
-    pub fn cleanup_idle_sessions(&self, timeout: Duration, reason: CloseReason) -> Vec<String> {
+    pub async fn cleanup_idle_sessions(
+        &self,
+        timeout: Duration,
+        reason: CloseReason,
+    ) -> Vec<String> {
         let now = Instant::now();
         let is_idle = |s: &Session, d: &SessionData| {
             s.owner != SessionOwner::Compat
@@ -208,8 +384,9 @@ impl Manager {
         let candidates = self.registry.select(|s| is_idle(s, &s.data.lock()));
         let mut closed = Vec::new();
         for id in candidates {
-            if self.registry.close_if(&id, reason, is_idle).is_some() {
+            if let Some(handle) = self.registry.close_if(&id, reason, is_idle) {
                 info!(session = %id, reason = %reason.as_str(), idle_timeout_s = timeout.as_secs_f64(), "session reaped");
+                self.record_close(&handle, reason).await;
                 closed.push(id);
             }
         }
@@ -217,9 +394,119 @@ impl Manager {
     }
 
     /// Refuses new sessions and closes every live one (at shutdown).
-    pub fn close_all(&self, reason: CloseReason) {
+    pub async fn close_all(&self, reason: CloseReason) {
         for h in self.registry.begin_shutdown() {
-            let _ = self.close_session(h.id(), reason);
+            let _ = self.close_session(h.id(), reason).await;
+        }
+    }
+
+    /// Puts back what the store held: open sessions (reconnecting lazily) with
+    /// their history, snapshots and state; finished jobs with their results;
+    /// pending jobs queued again in order; jobs that were running marked failed.
+    pub async fn restore(&self, restored: Restored) {
+        let (mut sessions, mut requeued, mut interrupted) = (0, 0, 0);
+        for rs in restored.sessions {
+            let row = &rs.row;
+            let owner = if row.owner == "compat" {
+                SessionOwner::Compat
+            } else {
+                SessionOwner::Rpc
+            };
+            if owner == SessionOwner::Compat {
+                // Its connection is gone with the old process.
+                self.persist
+                    .session_closed(&row.id, "manager_restarted")
+                    .await;
+                continue;
+            }
+            let backend = row
+                .backend
+                .parse()
+                .unwrap_or_else(|_| self.config.blender.clone());
+            let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
+            let session = Session::new(
+                row.id.clone(),
+                backend,
+                owner,
+                metadata,
+                self.config.history_limit,
+            );
+            let session = session.with_created_at(row.created_at);
+            {
+                let mut d = session.data.lock();
+                d.state = serde_json::from_str(&row.state).unwrap_or_default();
+                d.command_count = row.command_count as u64;
+                d.next_seq = row.next_seq as u64;
+                d.next_snapshot = row.next_snapshot as u64;
+                d.last_activity_unix = row.last_activity;
+                for h in &rs.history {
+                    d.history.push(Persist::history_entry(h));
+                }
+                d.snapshots = rs.snapshots.iter().map(Persist::snapshot).collect();
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let handle = SessionHandle {
+                session: Arc::new(session),
+                tx,
+            };
+            if self.registry.insert_restored(handle.clone()).is_err() {
+                continue;
+            }
+            let _ = self.spawn_session(&handle, rx, false);
+            sessions += 1;
+        }
+        for row in restored.jobs {
+            let (kind, mut state) = Persist::job_parts(&row);
+            if state.status == JobStatus::Processing {
+                state.status = JobStatus::Failed;
+                state.finished_at = Some(unix_now());
+                state.error = Some(json!({
+                    "kind": "manager_restarted",
+                    "message": "the manager restarted while this job ran: Blender may or may not have run it",
+                }));
+                interrupted += 1;
+            }
+            if state.status.is_final() {
+                // Age it by its time since finishing, so the TTL still applies.
+                let age = (unix_now() - state.finished_at.unwrap_or_else(unix_now)).max(0.0);
+                state.finished_instant = Some(
+                    Instant::now()
+                        .checked_sub(Duration::from_secs_f64(age))
+                        .unwrap_or_else(Instant::now),
+                );
+            }
+            let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
+            let job = self.jobs.restore(
+                row.id.clone(),
+                row.ord as u64,
+                row.session_id.clone(),
+                kind,
+                metadata,
+                row.created_at,
+                state,
+            );
+            match job.status() {
+                JobStatus::Pending => match self
+                    .session(&row.session_id)
+                    .map(|h| h.enqueue_job(job.clone()))
+                {
+                    Ok(Ok(())) => requeued += 1,
+                    _ => {
+                        job.cancel("its session no longer exists");
+                        self.persist.job_saved(&job, None).await;
+                    }
+                },
+                JobStatus::Failed if interrupted > 0 => self.persist.job_saved(&job, None).await,
+                _ => {}
+            }
+        }
+        if sessions + requeued + interrupted > 0 {
+            info!(
+                sessions,
+                requeued_jobs = requeued,
+                interrupted_jobs = interrupted,
+                "restored from the store"
+            );
         }
     }
 
@@ -237,6 +524,7 @@ impl Manager {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
+        let queue = self.jobs.queue_status();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime": self.started.elapsed().as_secs_f64(),
@@ -250,7 +538,12 @@ impl Manager {
                 "busy_sessions": busy,
                 "backend_connections": connected,
                 "max_sessions": self.config.max_sessions,
+                "jobs_pending": queue["pending"],
+                "jobs_processing": queue["processing"],
+                "jobs_kept": self.jobs.len(),
+                "queue_capacity": self.config.max_queue,
             },
+            "db": if self.store().is_persistent() { Value::String(self.config.db.clone()) } else { Value::String(":memory:".into()) },
         })
     }
 }

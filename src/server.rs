@@ -15,17 +15,23 @@ use tracing::info;
 
 use crate::api::{compat, jsonrpc};
 use crate::config::Config;
+use crate::jobs::sweeper;
 use crate::manager::Manager;
 use crate::session::{reaper, CloseReason};
+use crate::store::Store;
 
-/// A listener that could not be bound; names the flag and the address.
+/// Why the manager could not start; names the flag at fault.
 #[derive(Debug, thiserror::Error)]
-#[error("{flag} {address}: cannot listen: {source}")]
-pub struct StartError {
-    pub flag: &'static str,
-    pub address: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+pub enum StartError {
+    #[error("{flag} {address}: cannot listen: {source}")]
+    Listen {
+        flag: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A running manager.
@@ -39,20 +45,30 @@ pub struct Server {
 async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| StartError {
+        .map_err(|source| StartError::Listen {
             flag,
             address,
             source,
         })
 }
 
-/// Binds every listener and starts serving.
+/// Opens the store, binds every listener, restores what the store held, and
+/// starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let (db, limits) = (
+        config.db.clone(),
+        (config.history_limit, config.snapshot_limit),
+    );
+    let (store, restored) =
+        tokio::task::spawn_blocking(move || Store::open(&db, limits.0, limits.1))
+            .await
+            .expect("store open task")?;
     let rpc = bind("--listen", config.listen).await?;
     let compat = bind("--compat-listen", config.compat_listen).await?;
     let rpc_addr = rpc.local_addr().expect("bound");
     let compat_addr = compat.local_addr().expect("bound");
-    let manager = Manager::new(config);
+    let manager = Manager::with_store(config, store);
+    manager.restore(restored).await;
     manager.add_listener("jsonrpc", rpc_addr.to_string());
     manager.add_listener("compat", compat_addr.to_string());
     let shutdown = manager.shutdown_token().clone();
@@ -60,11 +76,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tasks.spawn(jsonrpc::serve(rpc, manager.clone(), shutdown.clone()));
     tasks.spawn(compat::serve(compat, manager.clone(), shutdown.clone()));
     tasks.spawn(reaper::run(manager.clone(), shutdown.clone()));
+    tasks.spawn(sweeper::run(manager.clone(), shutdown.clone()));
     info!(
         blender = %manager.config().blender,
         jsonrpc = %rpc_addr,
         compat = %compat_addr,
         idle_timeout_s = manager.config().idle_timeout.as_secs_f64(),
+        db = %manager.config().db,
         "session manager started"
     );
     Ok(Server {
@@ -81,7 +99,7 @@ impl Server {
     pub async fn shutdown(mut self, grace: Duration) {
         info!("session manager shutting down");
         self.manager.shutdown_token().cancel();
-        self.manager.close_all(CloseReason::Shutdown);
+        self.manager.close_all(CloseReason::Shutdown).await;
         let tracker = self.manager.tasks().clone();
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -91,6 +109,7 @@ impl Server {
             );
         }
         while self.tasks.join_next().await.is_some() {}
+        self.manager.store().close().await;
         info!("session manager stopped");
     }
 }

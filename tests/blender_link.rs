@@ -42,7 +42,11 @@ async fn blender_error_reply_is_a_normal_reply_and_keeps_the_socket() {
 
 #[tokio::test(start_paused = true)]
 async fn command_timeout_closes_the_socket_so_a_late_reply_is_never_taken_for_the_next() {
-    let h = Harness::start_with(|c| c.command_timeout = Duration::from_secs(180)).await;
+    let h = Harness::start_with(|c| {
+        c.command_timeout = Duration::from_secs(180);
+        c.sync_wait = Duration::from_secs(600); // wait past the timeout, no job hand-over
+    })
+    .await;
     // The first reply comes after 200 s: past the timeout.
     h.mock.once(
         "slow",

@@ -17,6 +17,8 @@ fn clean_command() -> Command {
         }
     }
     c.env("RUST_LOG", "info");
+    // Never the user's real database; tests that need a file pass --db.
+    c.env("SESSION_MANAGER_DB", ":memory:");
     c
 }
 

@@ -44,6 +44,7 @@ async fn a_session_with_a_command_running_is_not_idle() {
     let h = Harness::start_with(|c| {
         c.idle_timeout = Duration::from_secs(10);
         c.sweep_interval = Duration::from_secs(5);
+        c.sync_wait = Duration::from_secs(120);
     })
     .await;
     h.mock.once(

@@ -49,7 +49,8 @@ async fn keeps_one_socket_across_many_commands() {
         assert_eq!(r["result"]["result"], format!("{i}\n"));
         assert_eq!(r["seq"], i + 1);
         assert!(r["duration"].as_f64().unwrap() >= 0.0);
-        assert_eq!(r["job_id"], json!(null));
+        // Every command runs as a job; a sync send_command says which.
+        assert!(r["job_id"].as_str().unwrap().starts_with("job-"), "{r}");
     }
     assert_eq!(h.mock.connections_accepted(), 1);
     let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
@@ -164,8 +165,9 @@ async fn history_records_each_caller_command_with_its_outcome() {
     let r = rpc.ok("send_command", json!({"session_id": id, "command_type": "get_object_info", "params": {"name": "Nope"}})).await;
     assert_eq!(
         r,
-        json!({"status": "error", "message": "Object not found: Nope", "duration": r["duration"], "seq": 2, "job_id": null})
+        json!({"status": "error", "message": "Object not found: Nope", "duration": r["duration"], "seq": 2, "job_id": r["job_id"]})
     );
+    let error_job = r["job_id"].as_str().unwrap().to_string();
     let hist = rpc
         .ok("get_session_history", json!({"session_id": id}))
         .await;
@@ -178,7 +180,8 @@ async fn history_records_each_caller_command_with_its_outcome() {
     assert_eq!(first["status"], "success");
     assert_eq!(first["result"], json!({"executed": true, "result": "hi\n"}));
     assert_eq!(first["error"], json!(null));
-    assert_eq!(first["job_id"], json!(null));
+    assert!(first["job_id"].as_str().unwrap().starts_with("job-"));
+    assert_eq!(hist[1]["job_id"], error_job.as_str(), "history names the command's job");
     assert!(first["timestamp"].as_f64().unwrap() > 1.7e9);
     assert_eq!(hist[1]["status"], "error");
     assert_eq!(

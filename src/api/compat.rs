@@ -144,6 +144,7 @@ async fn connection(
     if let Some((handle, true)) = session {
         if manager
             .close_session(handle.id(), CloseReason::CallerDisconnected)
+            .await
             .is_ok()
         {
             info!(session = %handle.id(), %peer, "compat connection closed its session");

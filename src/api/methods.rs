@@ -12,10 +12,12 @@ use serde_json::{json, Value};
 
 use super::params::Params;
 use crate::error::ManagerError;
+use crate::jobs::{JobKind, JobStatus};
 use crate::manager::Manager;
+use crate::manager::SendOutcome;
 use crate::raw_json::RawJson;
 use crate::session::handle::SessionOwner;
-use crate::session::{CloseReason, CommandOrigin, CommandOutcome};
+use crate::session::{CloseReason, CommandOutcome};
 use crate::tools;
 
 /// Methods the dispatcher knows (for `method_not_found` and docs).
@@ -34,6 +36,13 @@ pub const METHODS: &[&str] = &[
     "handle_tool_call",
     "get_manager_status",
     "authenticate",
+    "submit_job",
+    "submit_batch",
+    "get_job",
+    "get_job_result",
+    "cancel_job",
+    "list_jobs",
+    "get_queue_status",
 ];
 
 /// `send_command`'s result: Blender's reply envelope plus timing.
@@ -46,12 +55,34 @@ pub struct CommandResult {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
-    pub duration: f64,
-    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub job_id: Option<String>,
 }
 
 impl CommandResult {
+    /// `send_command`'s result: the outcome with its job id, or `pending`.
+    pub fn from_send(sent: SendOutcome) -> Result<CommandResult, ManagerError> {
+        match sent {
+            SendOutcome::Done { outcome, job_id } => {
+                let mut r = Self::from_outcome(outcome)?;
+                r.job_id = Some(job_id);
+                Ok(r)
+            }
+            SendOutcome::Pending { job_id } => Ok(CommandResult {
+                status: "pending",
+                result: None,
+                message: None,
+                traceback: None,
+                duration: None,
+                seq: None,
+                job_id: Some(job_id),
+            }),
+        }
+    }
+
     /// A transport failure is a JSON-RPC error; a Blender error reply is a result.
     pub fn from_outcome(outcome: CommandOutcome) -> Result<CommandResult, ManagerError> {
         let reply = outcome.result?;
@@ -61,8 +92,8 @@ impl CommandResult {
                 result: Some(reply.result),
                 message: None,
                 traceback: None,
-                duration: outcome.duration,
-                seq: outcome.seq,
+                duration: Some(outcome.duration),
+                seq: Some(outcome.seq),
                 job_id: None,
             }
         } else {
@@ -71,12 +102,61 @@ impl CommandResult {
                 result: None,
                 message: Some(reply.message.unwrap_or_default()),
                 traceback: reply.traceback,
-                duration: outcome.duration,
-                seq: outcome.seq,
+                duration: Some(outcome.duration),
+                seq: Some(outcome.seq),
                 job_id: None,
             }
         })
     }
+}
+
+/// An optional number of seconds as a duration.
+fn seconds(p: &mut Params, key: &str) -> Result<Option<Duration>, ManagerError> {
+    p.opt_f64(key)?
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| ManagerError::invalid_params(key, "too large a number of seconds"))
+        })
+        .transpose()
+}
+
+/// `[{command_type, params?}]` of `submit_batch`.
+fn batch_commands(v: Option<Value>) -> Result<Vec<(String, Option<RawJson>)>, ManagerError> {
+    let Some(Value::Array(items)) = v else {
+        return Err(ManagerError::invalid_params(
+            "commands",
+            "expected a list of {\"command_type\", \"params\"}",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ManagerError::invalid_params(
+            "commands",
+            "expected at least one command",
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |what: &str| ManagerError::invalid_params(format!("commands[{i}]"), what);
+            let Value::Object(mut m) = item else {
+                return Err(at("expected an object"));
+            };
+            let command = match m.remove("command_type") {
+                Some(Value::String(c)) => c,
+                _ => return Err(at("command_type: expected a string")),
+            };
+            let params = match m.remove("params") {
+                None | Some(Value::Null) => None,
+                Some(v @ Value::Object(_)) => Some(RawJson::from_value(&v)),
+                Some(_) => return Err(at("params: expected an object")),
+            };
+            if let Some(k) = m.keys().next() {
+                return Err(at(&format!("{k}: unknown member")));
+            }
+            Ok((command, params))
+        })
+        .collect()
 }
 
 fn ok<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ManagerError> {
@@ -121,32 +201,35 @@ pub async fn call(
         "close_session" => {
             let id = p.string("session_id")?;
             p.finish()?;
-            manager.close_session(&id, CloseReason::ClosedByCaller)?;
+            manager
+                .close_session(&id, CloseReason::ClosedByCaller)
+                .await?;
             ok(&json!({"closed": true}))
         }
         "send_command" => {
             let id = p.string("session_id")?;
             let command_type = p.string("command_type")?;
             let params = p.opt_object("params")?;
+            let wait = seconds(&mut p, "wait")?;
             p.finish()?;
             let params = params.map(|m| RawJson::from_value(&m));
-            let outcome = manager
-                .send_command(&id, command_type, params, CommandOrigin::Rpc)
+            let sent = manager
+                .send_command(&id, command_type, params, wait)
                 .await?;
-            ok(&CommandResult::from_outcome(outcome)?)
+            ok(&CommandResult::from_send(sent)?)
         }
         "update_state" => {
             let id = p.string("session_id")?;
             let state = p.object("state")?;
             p.finish()?;
-            ok(&manager.update_state(&id, state)?)
+            ok(&manager.update_state(&id, state).await?)
         }
         "get_session_history" => {
             let id = p.string("session_id")?;
             let limit = p.opt_u64("limit")?.map(|n| n as usize);
             let since = p.opt_u64("since_seq")?;
             p.finish()?;
-            ok(&manager.history(&id, limit, since)?)
+            ok(&manager.history(&id, limit, since).await?)
         }
         "take_snapshot" => {
             let id = p.string("session_id")?;
@@ -156,7 +239,7 @@ pub async fn call(
         "get_snapshots" => {
             let id = p.string("session_id")?;
             p.finish()?;
-            ok(&manager.snapshots(&id)?)
+            ok(&manager.snapshots(&id).await?)
         }
         "cleanup_idle_sessions" => {
             let timeout = p.opt_f64("timeout")?;
@@ -167,7 +250,9 @@ pub async fn call(
                 })?,
                 None => manager.config().idle_timeout,
             };
-            let closed = manager.cleanup_idle_sessions(timeout, CloseReason::Idle);
+            let closed = manager
+                .cleanup_idle_sessions(timeout, CloseReason::Idle)
+                .await;
             ok(&json!({"closed": closed}))
         }
         "list_tools" => {
@@ -202,8 +287,8 @@ pub async fn call(
                     h.id().to_string()
                 }
             };
-            let outcome = manager
-                .send_command(&session_id, command, Some(params), CommandOrigin::Tool)
+            let sent = manager
+                .send_command(&session_id, command, Some(params), None)
                 .await?;
             #[derive(Serialize)]
             struct ToolResult {
@@ -212,12 +297,85 @@ pub async fn call(
             }
             ok(&ToolResult {
                 session_id,
-                result: CommandResult::from_outcome(outcome)?,
+                result: CommandResult::from_send(sent)?,
             })
         }
         "get_manager_status" => {
             p.finish()?;
             ok(&manager.status())
+        }
+        "submit_job" => {
+            let id = p.string("session_id")?;
+            let command_type = p.string("command_type")?;
+            let params = p.opt_object("params")?.map(|m| RawJson::from_value(&m));
+            let metadata = p.opt_value("metadata").unwrap_or(Value::Null);
+            p.finish()?;
+            let kind = JobKind::Single {
+                command_type,
+                params,
+            };
+            let job = manager.submit_job(&id, kind, metadata).await?;
+            ok(&json!({"job_id": job.id, "status": "pending"}))
+        }
+        "submit_batch" => {
+            let id = p.string("session_id")?;
+            let commands = batch_commands(p.opt_value("commands"))?;
+            let stop_on_error = match p.opt_value("stop_on_error") {
+                None => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => {
+                    return Err(ManagerError::invalid_params(
+                        "stop_on_error",
+                        "expected true or false",
+                    ))
+                }
+            };
+            let metadata = p.opt_value("metadata").unwrap_or(Value::Null);
+            p.finish()?;
+            let kind = JobKind::Batch {
+                commands,
+                stop_on_error,
+            };
+            let job = manager.submit_job(&id, kind, metadata).await?;
+            ok(&json!({"job_id": job.id, "status": "pending"}))
+        }
+        "get_job" => {
+            let id = p.string("job_id")?;
+            p.finish()?;
+            let job = manager.jobs().get(&id)?;
+            ok(&manager.jobs().record(&job))
+        }
+        "get_job_result" => {
+            let id = p.string("job_id")?;
+            let wait = seconds(&mut p, "wait")?;
+            p.finish()?;
+            ok(&manager.job_result(&id, wait).await?)
+        }
+        "cancel_job" => {
+            let id = p.string("job_id")?;
+            p.finish()?;
+            let (record, what) = manager.cancel_job(&id).await?;
+            let mut v = serde_json::to_value(&record).unwrap_or(Value::Null);
+            v["cancel"] = Value::String(what.into());
+            ok(&v)
+        }
+        "list_jobs" => {
+            let session = p.opt_string("session_id")?;
+            let status = match p.opt_string("status")? {
+                None => None,
+                Some(s) => Some(JobStatus::parse(&s).ok_or_else(|| {
+                    ManagerError::invalid_params(
+                        "status",
+                        "expected pending, processing, completed, failed or cancelled",
+                    )
+                })?),
+            };
+            p.finish()?;
+            ok(&manager.jobs().list(session.as_deref(), status))
+        }
+        "get_queue_status" => {
+            p.finish()?;
+            ok(&manager.jobs().queue_status())
         }
         other => Err(ManagerError::MethodNotFound(other.to_string())),
     }

@@ -15,13 +15,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::handle::{CommandOutcome, CommandRequest, Session, SessionMsg};
+use super::handle::{
+    CloseReason, CommandOrigin, CommandOutcome, CommandRequest, Session, SessionMsg,
+};
 use super::history::{CommandStatus, HistoryEntry};
 use super::state::Snapshot;
 use crate::blender::link::{BlenderLink, LinkDrop};
 use crate::blender::request;
 use crate::clock::unix_now;
 use crate::error::ManagerError;
+use crate::jobs::job::envelope;
+use crate::jobs::{Job, JobKind, JobStatus};
+use crate::persist::{Finished, Persist};
 use crate::raw_json::RawJson;
 
 /// Sizes the task needs from the configuration.
@@ -30,6 +35,9 @@ pub(crate) struct ActorLimits {
     pub history_result_limit: usize,
     pub snapshot_limit: usize,
     pub snapshot_scene_limit: usize,
+    /// Make the first connect attempt at once (new sessions) or on the first
+    /// command (restored sessions).
+    pub connect_now: bool,
 }
 
 pub(crate) struct SessionActor {
@@ -37,6 +45,7 @@ pub(crate) struct SessionActor {
     link: BlenderLink,
     rx: mpsc::UnboundedReceiver<SessionMsg>,
     limits: ActorLimits,
+    persist: Persist,
 }
 
 impl SessionActor {
@@ -45,12 +54,14 @@ impl SessionActor {
         link: BlenderLink,
         rx: mpsc::UnboundedReceiver<SessionMsg>,
         limits: ActorLimits,
+        persist: Persist,
     ) -> Self {
         SessionActor {
             session,
             link,
             rx,
             limits,
+            persist,
         }
     }
 
@@ -58,11 +69,17 @@ impl SessionActor {
     /// attempt has finished, whatever its outcome.
     pub(crate) async fn run(mut self, ready: oneshot::Sender<()>) {
         let id = self.session.id.clone();
-        match self.link.connect().await {
-            Ok(()) => {
+        let first = if self.limits.connect_now {
+            Some(self.link.connect().await)
+        } else {
+            None
+        };
+        match first {
+            None => {}
+            Some(Ok(())) => {
                 info!(session = %id, backend = %self.link.address(), "Blender connected for session")
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(session = %id, error = %e, "Blender not reachable at session start");
                 self.session.data.lock().last_error = Some(e.to_string());
             }
@@ -87,7 +104,7 @@ impl SessionActor {
                 }
                 msg = self.rx.recv() => match msg {
                     Some(SessionMsg::Command { request, reply }) => {
-                        let outcome = self.execute(request).await;
+                        let outcome = self.execute(request, None).await;
                         self.session.pending.fetch_sub(1, Ordering::AcqRel);
                         let _ = reply.send(outcome);
                     }
@@ -96,15 +113,29 @@ impl SessionActor {
                         self.session.pending.fetch_sub(1, Ordering::AcqRel);
                         let _ = reply.send(snap);
                     }
+                    Some(SessionMsg::Job(job)) => {
+                        self.run_job(&job).await;
+                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
                     None => break,
                 },
             }
         }
         // Closing: refuse what is still queued, then close the socket.
         self.rx.close();
+        let reason = self.session.close_reason();
         while let Ok(msg) = self.rx.try_recv() {
             self.session.pending.fetch_sub(1, Ordering::AcqRel);
-            drop(msg); // dropping the reply sender tells the waiter the session is gone
+            match msg {
+                // At shutdown a queued job stays pending: it runs again after a restart.
+                SessionMsg::Job(_) if reason == Some(CloseReason::Shutdown) => {}
+                SessionMsg::Job(job) => {
+                    job.cancel("the session closed before the job ran");
+                    self.persist.job_saved(&job, None).await;
+                }
+                // Dropping the reply sender tells the waiter the session is gone.
+                other => drop(other),
+            }
         }
         self.link.close();
         self.sync_link_status();
@@ -119,7 +150,122 @@ impl SessionActor {
         }
     }
 
-    async fn execute(&mut self, req: CommandRequest) -> CommandOutcome {
+    /// Runs a job: one command, or a batch in order with progress. A job cancelled
+    /// while queued is skipped without reaching Blender.
+    async fn run_job(&mut self, job: &Arc<Job>) {
+        if !job.start() {
+            return;
+        }
+        self.persist.job_changed(job);
+        match &job.kind {
+            JobKind::Single {
+                command_type,
+                params,
+            } => {
+                job.set_progress(0, Some(command_type.clone()));
+                let req = CommandRequest {
+                    command_type: command_type.clone(),
+                    params: params.clone(),
+                    origin: CommandOrigin::Rpc,
+                };
+                let outcome = self.execute(req, Some(job)).await;
+                let (status, error) = match &outcome.result {
+                    Ok(r) if r.success => (JobStatus::Completed, None),
+                    Ok(r) => (
+                        JobStatus::Failed,
+                        Some(serde_json::json!({
+                            "kind": "blender_error",
+                            "message": r.message.clone().unwrap_or_default(),
+                        })),
+                    ),
+                    Err(e) => (JobStatus::Failed, Some(e.summary())),
+                };
+                job.set_progress(1, None);
+                let finished = Finished {
+                    status,
+                    result: envelope(&outcome.result),
+                    error,
+                    at: unix_now(),
+                };
+                self.finish_job(job, finished, Some(outcome)).await;
+            }
+            JobKind::Batch {
+                commands,
+                stop_on_error,
+            } => {
+                let total = commands.len();
+                let mut stopped: Option<String> = None;
+                for (i, (command_type, params)) in commands.iter().enumerate() {
+                    if job.status() == JobStatus::Cancelled {
+                        break;
+                    }
+                    job.set_progress(i, Some(command_type.clone()));
+                    self.persist.job_changed(job);
+                    let req = CommandRequest {
+                        command_type: command_type.clone(),
+                        params: params.clone(),
+                        origin: CommandOrigin::Rpc,
+                    };
+                    let outcome = self.execute(req, Some(job)).await;
+                    let env = envelope(&outcome.result).unwrap_or_else(|| {
+                        let msg = outcome.result.as_ref().err().map(ToString::to_string);
+                        RawJson::from_value(&serde_json::json!({"status": "error", "message": msg}))
+                    });
+                    let ok = matches!(&outcome.result, Ok(r) if r.success);
+                    if !job.push_batch_result(env) {
+                        break;
+                    }
+                    job.set_progress(i + 1, None);
+                    if !ok && *stop_on_error {
+                        let why = match &outcome.result {
+                            Ok(r) => r.message.clone().unwrap_or_default(),
+                            Err(e) => e.to_string(),
+                        };
+                        stopped = Some(format!(
+                            "stopped at command {} of {total} ({command_type}): {why}",
+                            i + 1
+                        ));
+                        break;
+                    }
+                }
+                let finished = match stopped {
+                    Some(message) => Finished {
+                        status: JobStatus::Failed,
+                        result: None,
+                        error: Some(
+                            serde_json::json!({"kind": "batch_stopped", "message": message}),
+                        ),
+                        at: unix_now(),
+                    },
+                    None => Finished {
+                        status: JobStatus::Completed,
+                        result: None,
+                        error: None,
+                        at: unix_now(),
+                    },
+                };
+                self.finish_job(job, finished, None).await;
+            }
+        }
+    }
+
+    /// Writes a job's final row, then publishes it (unless it was cancelled while
+    /// running: then it stays cancelled, its late result discarded).
+    async fn finish_job(
+        &self,
+        job: &Arc<Job>,
+        finished: Finished,
+        outcome: Option<CommandOutcome>,
+    ) {
+        if job.status() == JobStatus::Cancelled {
+            self.persist.job_saved(job, None).await;
+            return;
+        }
+        self.persist.job_saved(job, Some(&finished)).await;
+        job.finish(finished, outcome);
+    }
+
+    async fn execute(&mut self, req: CommandRequest, job: Option<&Arc<Job>>) -> CommandOutcome {
         let started = Instant::now();
         let timestamp = unix_now();
         let seq = {
@@ -167,6 +313,11 @@ impl SessionActor {
                 (status, None, Some(e.summary()))
             }
         };
+        let status = if job.is_some_and(|j| j.status() == JobStatus::Cancelled) {
+            CommandStatus::Cancelled
+        } else {
+            status
+        };
         match &result {
             Ok(reply) => info!(
                 session = %self.session.id, command = %req.command_type, seq,
@@ -182,6 +333,20 @@ impl SessionActor {
                 "command failed"
             ),
         }
+        let entry = HistoryEntry {
+            seq,
+            command: req.command_type.clone(),
+            params: req
+                .params
+                .map(|p| p.truncated(self.limits.history_result_limit))
+                .unwrap_or_else(|| RawJson::from_value(&serde_json::json!({}))),
+            status,
+            result: stored_result.clone(),
+            error,
+            timestamp,
+            duration,
+            job_id: job.map(|j| j.id.clone()),
+        };
         {
             let mut d = self.session.data.lock();
             d.running = None;
@@ -202,22 +367,14 @@ impl SessionActor {
                 Err((e, _)) => d.last_error = Some(e.to_string()),
             }
             d.state.last_command = Some(req.command_type.clone());
-            d.state.last_result = stored_result.clone();
-            d.history.push(HistoryEntry {
-                seq,
-                command: req.command_type,
-                params: req
-                    .params
-                    .map(|p| p.truncated(self.limits.history_result_limit))
-                    .unwrap_or_else(|| RawJson::from_value(&serde_json::json!({}))),
-                status,
-                result: stored_result,
-                error,
-                timestamp,
-                duration,
-                job_id: None,
-            });
+            d.state.last_result = stored_result;
         }
+        // On disk before the entry is visible and before the caller is answered.
+        let row = Persist::session_row(&self.session);
+        self.persist
+            .command_recorded(&self.session, &entry, row)
+            .await;
+        self.session.data.lock().history.push(entry);
         CommandOutcome {
             seq,
             timestamp,
@@ -231,39 +388,45 @@ impl SessionActor {
     async fn snapshot(&mut self) -> Result<Snapshot, ManagerError> {
         let line = request::build("get_scene_info", None, Some(&self.session.id));
         let result = self.link.request("get_scene_info", &line).await;
+        let snap = {
+            let mut d = self.session.data.lock();
+            d.connected = self.link.is_connected();
+            d.last_activity = Instant::now();
+            d.last_activity_unix = unix_now();
+            let reply = match result {
+                Ok(reply) if reply.success => reply,
+                Ok(reply) => {
+                    return Err(ManagerError::BadReply {
+                        reason: format!(
+                            "get_scene_info failed: {}",
+                            reply.message.unwrap_or_default()
+                        ),
+                    })
+                }
+                Err((e, _)) => {
+                    d.last_error = Some(e.to_string());
+                    return Err(e);
+                }
+            };
+            d.last_heartbeat = Some(d.last_activity_unix);
+            if let Some(st) = &reply.addon_state {
+                d.state.apply_addon_state(st);
+            } else {
+                d.state.apply_scene_info(&reply.result);
+            }
+            d.next_snapshot += 1;
+            let snap = Snapshot {
+                snapshot_id: d.next_snapshot,
+                session_id: self.session.id.clone(),
+                timestamp: unix_now(),
+                scene: reply.result.truncated(self.limits.snapshot_scene_limit),
+                state: d.state.clone(),
+            };
+            snap
+        };
+        let row = Persist::session_row(&self.session);
+        self.persist.snapshot_taken(&snap, row).await;
         let mut d = self.session.data.lock();
-        d.connected = self.link.is_connected();
-        d.last_activity = Instant::now();
-        d.last_activity_unix = unix_now();
-        let reply = match result {
-            Ok(reply) if reply.success => reply,
-            Ok(reply) => {
-                return Err(ManagerError::BadReply {
-                    reason: format!(
-                        "get_scene_info failed: {}",
-                        reply.message.unwrap_or_default()
-                    ),
-                })
-            }
-            Err((e, _)) => {
-                d.last_error = Some(e.to_string());
-                return Err(e);
-            }
-        };
-        d.last_heartbeat = Some(d.last_activity_unix);
-        if let Some(st) = &reply.addon_state {
-            d.state.apply_addon_state(st);
-        } else {
-            d.state.apply_scene_info(&reply.result);
-        }
-        d.next_snapshot += 1;
-        let snap = Snapshot {
-            snapshot_id: d.next_snapshot,
-            session_id: self.session.id.clone(),
-            timestamp: unix_now(),
-            scene: reply.result.truncated(self.limits.snapshot_scene_limit),
-            state: d.state.clone(),
-        };
         if d.snapshots.len() >= self.limits.snapshot_limit {
             d.snapshots.pop_front();
         }

@@ -91,6 +91,7 @@ pub(crate) enum SessionMsg {
     Snapshot {
         reply: oneshot::Sender<Result<Snapshot, ManagerError>>,
     },
+    Job(Arc<crate::jobs::Job>),
 }
 
 /// Mutable part of a session, guarded by one mutex held only for memory updates.
@@ -159,6 +160,11 @@ impl Session {
             pending: AtomicUsize::new(0),
             closing: CancellationToken::new(),
         }
+    }
+
+    pub(crate) fn with_created_at(mut self, created_at: f64) -> Self {
+        self.created_at = created_at;
+        self
     }
 
     /// Commands queued or running.
@@ -265,6 +271,7 @@ impl std::fmt::Debug for SessionMsg {
         match self {
             SessionMsg::Command { request, .. } => write!(f, "Command({})", request.command_type),
             SessionMsg::Snapshot { .. } => write!(f, "Snapshot"),
+            SessionMsg::Job(job) => write!(f, "Job({})", job.id),
         }
     }
 }
@@ -278,38 +285,42 @@ impl SessionHandle {
         ManagerError::SessionNotFound(self.session.id.clone())
     }
 
-    /// Enqueues a command and waits for its outcome. Dropping the returned future
-    /// does not cancel the command.
-    pub async fn submit(&self, request: CommandRequest) -> Result<CommandOutcome, ManagerError> {
-        if self.session.is_closed() {
+    /// Puts a message in the mailbox. The closed check, the `pending` count and the
+    /// activity stamp happen under the session's lock, the same lock the reaper
+    /// holds while deciding a session is idle, so a session is never reaped
+    /// between accepting a command and queueing it.
+    fn enqueue(&self, msg: SessionMsg) -> Result<(), ManagerError> {
+        let mut d = self.session.data.lock();
+        if d.closed.is_some() {
             return Err(self.closed_error());
         }
-        let (reply, rx) = oneshot::channel();
         self.session.pending.fetch_add(1, Ordering::AcqRel);
-        self.session.touch();
-        if self
-            .tx
-            .send(SessionMsg::Command { request, reply })
-            .is_err()
-        {
+        d.last_activity = Instant::now();
+        d.last_activity_unix = unix_now();
+        if self.tx.send(msg).is_err() {
             self.session.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(self.closed_error());
         }
+        Ok(())
+    }
+
+    /// Enqueues a command and waits for its outcome. Dropping the returned future
+    /// does not cancel the command.
+    pub async fn submit(&self, request: CommandRequest) -> Result<CommandOutcome, ManagerError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(SessionMsg::Command { request, reply })?;
         rx.await.map_err(|_| self.closed_error())
+    }
+
+    /// Queues a job behind the session's earlier work.
+    pub fn enqueue_job(&self, job: Arc<crate::jobs::Job>) -> Result<(), ManagerError> {
+        self.enqueue(SessionMsg::Job(job))
     }
 
     /// Asks the session task for a snapshot (queued behind earlier commands).
     pub async fn snapshot(&self) -> Result<Snapshot, ManagerError> {
-        if self.session.is_closed() {
-            return Err(self.closed_error());
-        }
         let (reply, rx) = oneshot::channel();
-        self.session.pending.fetch_add(1, Ordering::AcqRel);
-        self.session.touch();
-        if self.tx.send(SessionMsg::Snapshot { reply }).is_err() {
-            self.session.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.closed_error());
-        }
+        self.enqueue(SessionMsg::Snapshot { reply })?;
         rx.await.map_err(|_| self.closed_error())?
     }
 

@@ -22,7 +22,7 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {
                 let timeout = manager.config().idle_timeout;
-                let closed = manager.cleanup_idle_sessions(timeout, CloseReason::Idle);
+                let closed = manager.cleanup_idle_sessions(timeout, CloseReason::Idle).await;
                 if !closed.is_empty() {
                     tracing::debug!(count = closed.len(), "idle sweep closed sessions");
                 }

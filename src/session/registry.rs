@@ -64,6 +64,19 @@ impl SessionRegistry {
         Ok(handle)
     }
 
+    /// Puts back a session restored from the store, with its own id.
+    pub fn insert_restored(&self, handle: SessionHandle) -> Result<(), ManagerError> {
+        let mut inner = self.inner.lock();
+        if inner.live.contains_key(handle.id()) {
+            return Err(ManagerError::InvalidRequest(format!(
+                "duplicate session {}",
+                handle.id()
+            )));
+        }
+        inner.live.insert(handle.id().to_string(), handle);
+        Ok(())
+    }
+
     pub fn get(&self, id: &str) -> Option<SessionHandle> {
         self.inner.lock().live.get(id).cloned()
     }

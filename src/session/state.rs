@@ -13,7 +13,8 @@ use crate::blender::reply::AddonState;
 use crate::error::ManagerError;
 use crate::raw_json::RawJson;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SceneState {
     pub objects: Vec<String>,
     pub selection: Option<String>,

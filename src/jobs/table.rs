@@ -1,0 +1,257 @@
+//! The manager-wide table of jobs: lookup, listing, capacity and pruning.
+//!
+//! One `parking_lot` mutex over the map and the submission order; held for map
+//! operations only. The pending count is an atomic every job shares, so capacity
+//! checks cost nothing and stay exact as jobs start, finish or are cancelled.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::job::{Job, JobKind, JobRecord, JobState, JobStatus};
+use crate::error::ManagerError;
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<String, Arc<Job>>,
+    /// Ids in submission order.
+    order: VecDeque<String>,
+}
+
+pub struct JobTable {
+    inner: Mutex<Inner>,
+    pending: Arc<AtomicUsize>,
+    next_ord: AtomicU64,
+    capacity: usize,
+}
+
+/// Mints `job-YYYYMMDD-HHMMSS-xxxxxxxx`.
+pub fn mint_id() -> String {
+    format!(
+        "job-{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        rand::random::<u32>()
+    )
+}
+
+impl JobTable {
+    pub fn new(capacity: usize) -> Self {
+        JobTable {
+            inner: Mutex::default(),
+            pending: Arc::new(AtomicUsize::new(0)),
+            next_ord: AtomicU64::new(1),
+            capacity,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Creates a pending job, refusing it when `counted` and the queue is full.
+    pub fn create(
+        &self,
+        session_id: &str,
+        kind: JobKind,
+        metadata: Value,
+        counted: bool,
+    ) -> Result<Arc<Job>, ManagerError> {
+        let mut inner = self.inner.lock();
+        let pending = self.pending();
+        if counted && pending >= self.capacity {
+            return Err(ManagerError::QueueFull {
+                size: pending,
+                capacity: self.capacity,
+            });
+        }
+        let id = loop {
+            let id = mint_id();
+            if !inner.jobs.contains_key(&id) {
+                break id;
+            }
+        };
+        let ord = self.next_ord.fetch_add(1, Ordering::AcqRel);
+        let job = Arc::new(Job::new(
+            id.clone(),
+            ord,
+            session_id.to_string(),
+            kind,
+            metadata,
+            self.pending.clone(),
+        ));
+        inner.order.push_back(id.clone());
+        inner.jobs.insert(id, job.clone());
+        Ok(job)
+    }
+
+    /// Puts back a job restored from the store.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore(
+        &self,
+        id: String,
+        ord: u64,
+        session_id: String,
+        kind: JobKind,
+        metadata: Value,
+        created_at: f64,
+        state: JobState,
+    ) -> Arc<Job> {
+        let job = Arc::new(Job::with_state(
+            id.clone(),
+            ord,
+            session_id,
+            kind,
+            metadata,
+            created_at,
+            state,
+            self.pending.clone(),
+        ));
+        self.next_ord.fetch_max(ord + 1, Ordering::AcqRel);
+        let mut inner = self.inner.lock();
+        inner.order.push_back(id.clone());
+        inner.jobs.insert(id, job.clone());
+        job
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Job>, ManagerError> {
+        self.inner
+            .lock()
+            .jobs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ManagerError::JobNotFound(id.to_string()))
+    }
+
+    /// 1-based place of a pending job among its session's pending jobs.
+    pub fn position(&self, job: &Job) -> Option<usize> {
+        if job.status() != JobStatus::Pending {
+            return None;
+        }
+        let inner = self.inner.lock();
+        let ahead = inner
+            .order
+            .iter()
+            .filter_map(|id| inner.jobs.get(id))
+            .filter(|j| {
+                j.session_id == job.session_id
+                    && j.ord < job.ord
+                    && j.status() == JobStatus::Pending
+            })
+            .count();
+        Some(ahead + 1)
+    }
+
+    pub fn record(&self, job: &Job) -> JobRecord {
+        job.record(self.position(job))
+    }
+
+    /// Records, newest first, filtered by session and status.
+    pub fn list(&self, session_id: Option<&str>, status: Option<JobStatus>) -> Vec<JobRecord> {
+        let jobs: Vec<Arc<Job>> = {
+            let inner = self.inner.lock();
+            inner
+                .order
+                .iter()
+                .rev()
+                .filter_map(|id| inner.jobs.get(id).cloned())
+                .filter(|j| session_id.is_none_or(|s| j.session_id == s))
+                .filter(|j| status.is_none_or(|s| j.status() == s))
+                .collect()
+        };
+        jobs.iter().map(|j| self.record(j)).collect()
+    }
+
+    /// Jobs of one session that are still pending, in order.
+    pub fn pending_of(&self, session_id: &str) -> Vec<Arc<Job>> {
+        let inner = self.inner.lock();
+        inner
+            .order
+            .iter()
+            .filter_map(|id| inner.jobs.get(id))
+            .filter(|j| j.session_id == session_id && j.status() == JobStatus::Pending)
+            .cloned()
+            .collect()
+    }
+
+    /// Removes jobs finished more than `ttl` ago; returns their ids.
+    pub fn prune(&self, ttl: Duration, now: Instant) -> Vec<String> {
+        let mut inner = self.inner.lock();
+        let expired: Vec<String> = inner
+            .jobs
+            .values()
+            .filter(|j| {
+                j.finished_instant()
+                    .is_some_and(|at| now.saturating_duration_since(at) > ttl)
+            })
+            .map(|j| j.id.clone())
+            .collect();
+        for id in &expired {
+            inner.jobs.remove(id);
+        }
+        if !expired.is_empty() {
+            let Inner { jobs, order } = &mut *inner;
+            order.retain(|id| jobs.contains_key(id));
+        }
+        expired
+    }
+
+    /// Seed 000's queue status plus counts and capacity.
+    pub fn queue_status(&self) -> Value {
+        let inner = self.inner.lock();
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        let mut current: Option<(u64, String)> = None;
+        for job in inner.jobs.values() {
+            let st = job.status();
+            *counts.entry(st.as_str()).or_default() += 1;
+            if st == JobStatus::Processing && current.as_ref().is_none_or(|(o, _)| job.ord < *o) {
+                current = Some((job.ord, job.id.clone()));
+            }
+        }
+        let mut tasks = Map::new();
+        for id in inner.order.iter().rev().take(100) {
+            if let Some(j) = inner.jobs.get(id) {
+                tasks.insert(
+                    id.clone(),
+                    json!({"status": j.status(), "type": j.job_type(), "created_at": j.created_at}),
+                );
+            }
+        }
+        let n = |k| counts.get(k).copied().unwrap_or(0);
+        json!({
+            "queue_size": n("pending") + n("processing"),
+            "pending": n("pending"),
+            "processing": n("processing"),
+            "completed": n("completed"),
+            "failed": n("failed"),
+            "cancelled": n("cancelled"),
+            "capacity": self.capacity,
+            "current_task": current.map(|(_, id)| id),
+            "tasks": tasks,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Counts for `get_manager_status`.
+#[derive(Debug, Serialize)]
+pub struct JobCounts {
+    pub pending: usize,
+    pub total: usize,
+}

@@ -1,0 +1,287 @@
+//! What the manager keeps in the store, and how it reads it back after a restart.
+//!
+//! The rule: a reply that tells a caller something (a job id, a result, a history
+//! entry, a closed session) goes out only after the transaction holding it
+//! committed. So the session task writes a finished command's history entry and
+//! session row, or a finished job's row, and awaits the commit before publishing
+//! them in memory and answering. Progress and start times are written without
+//! waiting: nobody was promised them. With `--db :memory:` the store is disabled and
+//! every write resolves at once.
+
+use serde_json::Value;
+
+use crate::jobs::job::{JobState, Progress};
+use crate::jobs::{Job, JobKind, JobStatus};
+use crate::raw_json::RawJson;
+use crate::session::history::HistoryEntry;
+use crate::session::{Session, SessionHandle, Snapshot};
+use crate::store::{HistoryRow, JobRow, SessionRow, SnapshotRow, Store, WriteOp};
+
+/// The store, with the conversions between memory and rows.
+#[derive(Clone)]
+pub struct Persist {
+    store: Store,
+}
+
+fn text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn raw_text(v: &RawJson) -> String {
+    String::from_utf8_lossy(v.bytes()).into_owned()
+}
+
+fn raw_of(s: &str) -> RawJson {
+    RawJson::parse(bytes::Bytes::copy_from_slice(s.as_bytes())).unwrap_or_else(|_| RawJson::null())
+}
+
+impl Persist {
+    pub fn new(store: Store) -> Self {
+        Persist { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn commit(&self, ops: Vec<WriteOp>) {
+        if let Err(e) = self.store.write_all(ops).await {
+            tracing::error!(error = %e, "could not persist; the caller is answered anyway");
+        }
+    }
+
+    pub fn session_row(session: &Session) -> SessionRow {
+        let d = session.data.lock();
+        SessionRow {
+            id: session.id.clone(),
+            created_at: session.created_at,
+            backend: session.backend.to_string(),
+            owner: text(&session.owner).trim_matches('"').to_string(),
+            metadata: text(&session.metadata),
+            state: text(&d.state),
+            command_count: d.command_count as i64,
+            next_seq: d.next_seq as i64,
+            next_snapshot: d.next_snapshot as i64,
+            last_activity: d.last_activity_unix,
+        }
+    }
+
+    pub fn history_row(session_id: &str, e: &HistoryEntry) -> HistoryRow {
+        HistoryRow {
+            session_id: session_id.to_string(),
+            seq: e.seq as i64,
+            command: e.command.clone(),
+            params: raw_text(&e.params),
+            status: e.status.as_str().to_string(),
+            result: e.result.as_ref().map(raw_text),
+            error: e.error.as_ref().map(text),
+            timestamp: e.timestamp,
+            duration: e.duration,
+            job_id: e.job_id.clone(),
+        }
+    }
+
+    pub fn history_entry(row: &HistoryRow) -> HistoryEntry {
+        use crate::session::CommandStatus as S;
+        HistoryEntry {
+            seq: row.seq as u64,
+            command: row.command.clone(),
+            params: raw_of(&row.params),
+            status: match row.status.as_str() {
+                "success" => S::Success,
+                "timeout" => S::Timeout,
+                "disconnected" => S::Disconnected,
+                "cancelled" => S::Cancelled,
+                _ => S::Error,
+            },
+            result: row.result.as_deref().map(raw_of),
+            error: row
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
+            timestamp: row.timestamp,
+            duration: row.duration,
+            job_id: row.job_id.clone(),
+        }
+    }
+
+    pub fn snapshot_row(s: &Snapshot) -> SnapshotRow {
+        SnapshotRow {
+            session_id: s.session_id.clone(),
+            snapshot_id: s.snapshot_id as i64,
+            timestamp: s.timestamp,
+            scene: raw_text(&s.scene),
+            state: text(&s.state),
+        }
+    }
+
+    pub fn snapshot(row: &SnapshotRow) -> Snapshot {
+        Snapshot {
+            snapshot_id: row.snapshot_id as u64,
+            session_id: row.session_id.clone(),
+            timestamp: row.timestamp,
+            scene: raw_of(&row.scene),
+            state: serde_json::from_str(&row.state).unwrap_or_default(),
+        }
+    }
+
+    /// A job's row; `finished` overrides the in-memory outcome (written before it
+    /// is published).
+    pub fn job_row(job: &Job, finished: Option<&Finished>) -> JobRow {
+        let st = job.state.lock();
+        let (status, result, error, finished_at) = match finished {
+            Some(f) => (f.status, f.result.clone(), f.error.clone(), Some(f.at)),
+            None => (
+                st.status,
+                st.result.clone(),
+                st.error.clone(),
+                st.finished_at,
+            ),
+        };
+        let results = matches!(job.kind, JobKind::Batch { .. }).then(|| {
+            let items: Vec<String> = st.results.iter().map(raw_text).collect();
+            format!("[{}]", items.join(","))
+        });
+        JobRow {
+            id: job.id.clone(),
+            ord: job.ord as i64,
+            session_id: job.session_id.clone(),
+            status: status.as_str().to_string(),
+            job_type: job.job_type().to_string(),
+            params: text(&job.params()),
+            created_at: job.created_at,
+            started_at: st.started_at,
+            finished_at,
+            progress: text(&st.progress),
+            result: result.as_ref().map(raw_text),
+            error: error.as_ref().map(text),
+            results,
+            metadata: text(&job.metadata),
+        }
+    }
+
+    /// A restored job's kind and state.
+    pub(crate) fn job_parts(row: &JobRow) -> (JobKind, JobState) {
+        let params: Value = serde_json::from_str(&row.params).unwrap_or(Value::Null);
+        let kind = if row.job_type == "batch" {
+            let commands = params["commands"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| {
+                            (
+                                c["command_type"].as_str().unwrap_or_default().to_string(),
+                                Some(RawJson::from_value(&c["params"])),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            JobKind::Batch {
+                commands,
+                stop_on_error: params["stop_on_error"].as_bool().unwrap_or(false),
+            }
+        } else {
+            JobKind::Single {
+                command_type: row.job_type.clone(),
+                params: Some(RawJson::from_value(&params)),
+            }
+        };
+        let results = row
+            .results
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(r).ok())
+            .map(|v| v.iter().map(|r| raw_of(r.get())).collect())
+            .unwrap_or_default();
+        let state = JobState {
+            status: JobStatus::parse(&row.status).unwrap_or(JobStatus::Failed),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            finished_instant: None,
+            progress: serde_json::from_str::<Progress>(&row.progress).unwrap_or_default(),
+            result: row.result.as_deref().map(raw_of),
+            error: row
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
+            results,
+            outcome: None,
+        };
+        (kind, state)
+    }
+
+    /// A session was created (answer after commit).
+    pub async fn session_created(&self, handle: &SessionHandle) {
+        self.commit(vec![WriteOp::UpsertSession(Self::session_row(
+            &handle.session,
+        ))])
+        .await
+    }
+
+    /// The session's row changed (state by hand): answer after commit.
+    pub async fn session_changed(&self, session: &Session) {
+        self.commit(vec![WriteOp::UpsertSession(Self::session_row(session))])
+            .await
+    }
+
+    /// A command finished: its history entry and the session's counters and state.
+    pub async fn command_recorded(&self, session: &Session, entry: &HistoryEntry, row: SessionRow) {
+        let _ = session;
+        self.commit(vec![
+            WriteOp::History(Self::history_row(&row.id, entry)),
+            WriteOp::UpsertSession(row),
+        ])
+        .await
+    }
+
+    pub async fn snapshot_taken(&self, snapshot: &Snapshot, row: SessionRow) {
+        self.commit(vec![
+            WriteOp::Snapshot(Self::snapshot_row(snapshot)),
+            WriteOp::UpsertSession(row),
+        ])
+        .await
+    }
+
+    pub async fn session_closed(&self, id: &str, reason: &str) {
+        self.commit(vec![WriteOp::CloseSession {
+            id: id.to_string(),
+            closed_at: crate::clock::unix_now(),
+            reason: reason.to_string(),
+        }])
+        .await
+    }
+
+    /// A job changed in a way nobody waits on (started, progress): no waiting.
+    pub fn job_changed(&self, job: &Job) {
+        drop(
+            self.store
+                .write(WriteOp::UpsertJob(Self::job_row(job, None))),
+        );
+    }
+
+    /// A job's row must be on disk before the caller learns of it.
+    pub async fn job_saved(&self, job: &Job, finished: Option<&Finished>) {
+        self.commit(vec![WriteOp::UpsertJob(Self::job_row(job, finished))])
+            .await
+    }
+
+    pub async fn jobs_pruned(&self, ids: Vec<String>) {
+        if !ids.is_empty() {
+            self.commit(vec![WriteOp::DeleteJobs(ids)]).await
+        }
+    }
+
+    pub async fn prune_closed_sessions(&self, closed_before: f64) {
+        self.commit(vec![WriteOp::PruneClosedSessions { closed_before }])
+            .await
+    }
+}
+
+/// A job's final values, written before they are published.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: JobStatus,
+    pub result: Option<RawJson>,
+    pub error: Option<Value>,
+    pub at: f64,
+}
