@@ -257,3 +257,110 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(v["blender"], "127.0.0.1:1");
     assert!(v["jsonrpc"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bsm-proc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One JSON-RPC call over a fresh connection (blocking).
+fn rpc_call(addr: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    writeln!(s, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn a_result_survives_sigkill_right_after_the_job_completed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockBlender::start());
+    mock.once(
+        "stuck",
+        blender_session_manager::mock_blender::MockAction::NoReply,
+    );
+    let dir = temp_db("sigkill");
+    let db = dir.join("manager.db").to_string_lossy().into_owned();
+    let backend = mock.addr().to_string();
+    let mut m = Manager::start(&["--blender", &backend, "--db", &db]);
+    let id = rpc_call(m.rpc, "create_session", serde_json::json!({}))["result"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let submit = |command: &str| {
+        rpc_call(
+            m.rpc,
+            "submit_job",
+            serde_json::json!({"session_id": id, "command_type": command}),
+        )["result"]["job_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let done = submit("execute_code");
+    let r = rpc_call(
+        m.rpc,
+        "get_job_result",
+        serde_json::json!({"job_id": done, "wait": 10}),
+    );
+    assert_eq!(r["result"]["status"], "completed");
+    let stuck = submit("stuck");
+    rt.block_on(mock.wait_for_request("stuck"));
+    // kill -9: no chance to flush anything.
+    m.child.kill().unwrap();
+    m.child.wait().unwrap();
+
+    let m2 = Manager::start(&["--blender", &backend, "--db", &db]);
+    let r = rpc_call(
+        m2.rpc,
+        "get_job_result",
+        serde_json::json!({"job_id": done}),
+    );
+    assert_eq!(r["result"]["status"], "completed", "{r}");
+    assert_eq!(r["result"]["result"]["status"], "success");
+    let r = rpc_call(m2.rpc, "get_job", serde_json::json!({"job_id": stuck}));
+    assert_eq!(r["result"]["status"], "failed");
+    assert_eq!(r["result"]["error"]["kind"], "manager_restarted");
+    assert!(r["result"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("may or may not"));
+    let h = rpc_call(
+        m2.rpc,
+        "get_session_history",
+        serde_json::json!({"session_id": id}),
+    );
+    assert_eq!(h["result"][0]["job_id"], done.as_str());
+    drop(m2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unusable_database_path_is_a_clear_start_up_error() {
+    let dir = temp_db("unusable");
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    // A path under a regular file cannot be created, even by root.
+    let db = file.join("manager.db").to_string_lossy().into_owned();
+    let out = clean_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--compat-listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("--db {db}")), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,177 @@
+//! Persistence: a real SQLite file survives a restart of the manager.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use blender_session_manager::mock_blender::{MockAction, MockBlender};
+use blender_session_manager::server;
+use serde_json::json;
+use support::Rpc;
+
+/// A fresh database path in a directory of its own, removed on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let dir = std::env::temp_dir().join(format!(
+            "bsm-{name}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDb(dir)
+    }
+    fn path(&self) -> String {
+        self.0.join("manager.db").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start(mock: &MockBlender, db: &TempDb) -> server::Server {
+    let mut cfg = support::config(mock.backend());
+    cfg.db = db.path();
+    server::start(cfg).await.expect("manager starts")
+}
+
+#[tokio::test]
+async fn a_restart_restores_sessions_history_snapshots_and_jobs() {
+    let db = TempDb::new("restart");
+    let mock = MockBlender::start().await;
+    mock.once(
+        "slow",
+        MockAction::Delay(Duration::from_millis(300), Box::new(MockAction::Default)),
+    );
+    let s1 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s1.rpc_addr).await;
+    let id = rpc.create().await;
+    rpc.ok("send_command", json!({"session_id": id, "command_type": "execute_code", "params": {"code": "add Suzanne\nprint made"}})).await;
+    rpc.ok(
+        "update_state",
+        json!({"session_id": id, "state": {"goal": "monkey"}}),
+    )
+    .await;
+    rpc.ok("take_snapshot", json!({"session_id": id})).await;
+    let done = rpc
+        .ok(
+            "submit_job",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rpc.ok("get_job_result", json!({"job_id": done, "wait": 10}))
+        .await;
+    // One job running and one queued behind it when the manager stops.
+    let running = rpc
+        .ok(
+            "submit_job",
+            json!({"session_id": id, "command_type": "slow"}),
+        )
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queued = rpc
+        .ok(
+            "submit_job",
+            json!({"session_id": id, "command_type": "after", "params": {"x": 1}}),
+        )
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mock.wait_for_request("slow").await;
+    let closed = rpc.create().await;
+    rpc.ok("close_session", json!({"session_id": closed})).await;
+    drop(rpc);
+    s1.shutdown(Duration::from_secs(10)).await;
+    assert!(
+        mock.requests_of("after").is_empty(),
+        "the queued job did not run before the stop"
+    );
+
+    let s2 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s2.rpc_addr).await;
+    let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
+    assert_eq!(
+        info["state"]["objects"],
+        json!(["Cube", "Camera", "Light", "Suzanne"])
+    );
+    assert_eq!(info["state"]["goal"], "monkey");
+    assert_eq!(
+        info["blender"]["connected"], false,
+        "restored sessions reconnect lazily"
+    );
+    let hist = rpc
+        .ok("get_session_history", json!({"session_id": id}))
+        .await;
+    let commands: Vec<_> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(commands, ["execute_code", "ping", "slow"]);
+    assert_eq!(
+        hist[0]["result"],
+        json!({"executed": true, "result": "made\n"})
+    );
+    let snaps = rpc.ok("get_snapshots", json!({"session_id": id})).await;
+    assert_eq!(snaps[0]["scene"]["object_count"], 4);
+    // Finished jobs keep their results; the one that finished during the drain too.
+    assert_eq!(
+        rpc.ok("get_job_result", json!({"job_id": done})).await["status"],
+        "completed"
+    );
+    assert_eq!(
+        rpc.ok("get_job_result", json!({"job_id": running})).await["status"],
+        "completed"
+    );
+    // The queued one runs again after the restart, in order.
+    let r = rpc
+        .ok("get_job_result", json!({"job_id": queued, "wait": 10}))
+        .await;
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_eq!(r["result"]["result"]["params"], json!({"x": 1}));
+    // New commands continue the numbering.
+    let r = rpc
+        .ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await;
+    assert_eq!(r["seq"], 5);
+    // The closed session stays closed, its history still readable.
+    assert_eq!(
+        rpc.err("get_session_info", json!({"session_id": closed}))
+            .await["code"],
+        -32001
+    );
+    rpc.ok("get_session_history", json!({"session_id": closed}))
+        .await;
+    s2.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_a_clear_start_up_error() {
+    let db = TempDb::new("corrupt");
+    std::fs::write(
+        db.path(),
+        b"this is not a database, just some bytes that are long enough",
+    )
+    .unwrap();
+    let mock = MockBlender::start().await;
+    let mut cfg = support::config(mock.backend());
+    cfg.db = db.path();
+    let e = server::start(cfg).await.err().expect("refused").to_string();
+    assert!(e.starts_with(&format!("--db {}", db.path())), "{e}");
+    assert!(e.contains("not a SQLite database"), "{e}");
+}
