@@ -52,7 +52,7 @@ pub struct Manager {
 /// What `send_command` answers: the outcome, or the job still running.
 pub enum SendOutcome {
     Done {
-        outcome: CommandOutcome,
+        outcome: Box<CommandOutcome>,
         job_id: String,
     },
     Pending {
@@ -271,7 +271,7 @@ impl Manager {
         job.wait_final(wait, &self.shutdown).await;
         match job.outcome() {
             Some(outcome) => Ok(SendOutcome::Done {
-                outcome,
+                outcome: Box::new(outcome),
                 job_id: job.id.clone(),
             }),
             None if job.status() == JobStatus::Cancelled => {
@@ -452,7 +452,7 @@ impl Manager {
             if self.registry.insert_restored(handle.clone()).is_err() {
                 continue;
             }
-            let _ = self.spawn_session(&handle, rx, false);
+            drop(self.spawn_session(&handle, rx, false));
             sessions += 1;
         }
         for row in restored.jobs {

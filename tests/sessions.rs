@@ -181,7 +181,11 @@ async fn history_records_each_caller_command_with_its_outcome() {
     assert_eq!(first["result"], json!({"executed": true, "result": "hi\n"}));
     assert_eq!(first["error"], json!(null));
     assert!(first["job_id"].as_str().unwrap().starts_with("job-"));
-    assert_eq!(hist[1]["job_id"], error_job.as_str(), "history names the command's job");
+    assert_eq!(
+        hist[1]["job_id"],
+        error_job.as_str(),
+        "history names the command's job"
+    );
     assert!(first["timestamp"].as_f64().unwrap() > 1.7e9);
     assert_eq!(hist[1]["status"], "error");
     assert_eq!(

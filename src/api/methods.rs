@@ -67,7 +67,7 @@ impl CommandResult {
     pub fn from_send(sent: SendOutcome) -> Result<CommandResult, ManagerError> {
         match sent {
             SendOutcome::Done { outcome, job_id } => {
-                let mut r = Self::from_outcome(outcome)?;
+                let mut r = Self::from_outcome(*outcome)?;
                 r.job_id = Some(job_id);
                 Ok(r)
             }

@@ -149,6 +149,8 @@ impl Job {
         )
     }
 
+    // The parts of a job read back from the store, as they are.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_state(
         id: String,
         ord: u64,

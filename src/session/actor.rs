@@ -156,7 +156,9 @@ impl SessionActor {
         if !job.start() {
             return;
         }
-        self.persist.job_changed(job);
+        // `processing` is on disk before Blender sees the command: after a crash the
+        // job is reported as interrupted, never run a second time.
+        self.persist.job_saved(job, None).await;
         match &job.kind {
             JobKind::Single {
                 command_type,
@@ -415,14 +417,13 @@ impl SessionActor {
                 d.state.apply_scene_info(&reply.result);
             }
             d.next_snapshot += 1;
-            let snap = Snapshot {
+            Snapshot {
                 snapshot_id: d.next_snapshot,
                 session_id: self.session.id.clone(),
                 timestamp: unix_now(),
                 scene: reply.result.truncated(self.limits.snapshot_scene_limit),
                 state: d.state.clone(),
-            };
-            snap
+            }
         };
         let row = Persist::session_row(&self.session);
         self.persist.snapshot_taken(&snap, row).await;
