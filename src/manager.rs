@@ -241,6 +241,12 @@ impl Manager {
         let job = self.jobs.create(session_id, kind, metadata, true)?;
         self.persist.job_saved(&job, None).await;
         if let Err(e) = handle.enqueue_job(job.clone()) {
+            if handle.session.close_reason() == Some(CloseReason::Shutdown)
+                && handle.session.owner == SessionOwner::Rpc
+            {
+                // The session is restored on the next start, and this job with it.
+                return Ok(job);
+            }
             job.cancel("the session closed before the job was queued");
             self.persist.job_saved(&job, None).await;
             return Err(e);
