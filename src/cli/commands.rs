@@ -30,14 +30,15 @@ pub async fn execute(
         ClientCommand::Status => status(global, console).await,
         ClientCommand::Sessions(sessions) => self::sessions(global, sessions, console).await,
         ClientCommand::Call(args) => call(global, args, console).await,
+        ClientCommand::Jobs(jobs) => super::jobs::execute(global, jobs, console).await,
     }
 }
 
-async fn connect(global: &GlobalOptions) -> Result<RpcClient, ClientError> {
+pub(super) async fn connect(global: &GlobalOptions) -> Result<RpcClient, ClientError> {
     RpcClient::connect_authenticated(&global.manager, global.token.as_deref()).await
 }
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -45,7 +46,7 @@ fn now() -> f64 {
 }
 
 /// Prints `result` as pretty JSON when `--json` is set; returns whether it did.
-fn print_json(global: &GlobalOptions, result: &Value, console: &mut Console) -> bool {
+pub(super) fn print_json(global: &GlobalOptions, result: &Value, console: &mut Console) -> bool {
     if global.json {
         console.out(&pretty(result));
         console.out("\n");

@@ -157,7 +157,7 @@ fn number(value: Option<&Value>) -> Option<f64> {
 }
 
 /// `key  value` lines with the keys aligned.
-fn key_values(pairs: &[(String, String)], indent: &str) -> String {
+pub(super) fn key_values(pairs: &[(String, String)], indent: &str) -> String {
     let width = pairs
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -306,7 +306,7 @@ pub fn format_sessions_list(sessions: &Value, now: f64) -> String {
 }
 
 /// A timestamp as local date and time plus its age: `2026-01-06 10:15:30 (3m04s ago)`.
-fn when(value: Option<&Value>, now: f64) -> String {
+pub(super) fn when(value: Option<&Value>, now: f64) -> String {
     match number(value) {
         Some(ts) => format!("{} ({} ago)", local_datetime(ts), human_duration(now - ts)),
         None => display(value),
@@ -429,7 +429,7 @@ pub fn format_history(entries: &Value) -> String {
 }
 
 /// The message of a history entry's `error` (`{"kind", "message"}`), or its kind, or the text.
-fn error_text(error: Option<&Value>) -> Option<String> {
+pub(super) fn error_text(error: Option<&Value>) -> Option<String> {
     match error? {
         Value::Null => None,
         Value::String(text) => Some(text.clone()),

@@ -1,27 +1,33 @@
 //! The command-line client: subcommands that talk to a running manager over its JSON-RPC port.
 //!
-//! `status`, `sessions list|show|history|close` and `call` each open one connection to
-//! `--manager` (default `127.0.0.1:9880`), authenticate when `--token` is set, call the methods of
-//! DESIGN §4.1 and print either readable tables or, with `--json`, the raw results. The pieces:
+//! `status`, `sessions list|show|history|close`, `jobs list|show|wait|cancel` and `call` each open
+//! one connection to `--manager` (default `127.0.0.1:9880`), authenticate when `--token` is set,
+//! call the methods of DESIGN §4.1 and print either readable tables or, with `--json`, the raw
+//! results. The pieces:
 //!
 //! - [`rpc_client`]: a reusable async JSON-RPC 2.0 client over NDJSON (requests matched to replies by
 //!   `id`, typed errors); other subcommands build on it.
 //! - [`format`] and [`table`]: pure functions from manager replies to text.
 //! - [`output`]: the [`Console`] that text goes through, the terminal or a string in tests.
 //! - `commands`: one function per subcommand tying the three together.
+//! - [`jobs`] and [`progress`]: the `jobs` subcommands, with `jobs wait`'s polling loop and its
+//!   progress line.
 //!
 //! Exit statuses: 0 success, 1 the manager or Blender refused (a JSON-RPC error, a Blender
 //! `status: error` reply), 2 usage error, 3 the manager could not be reached or dropped the
-//! connection. Errors print as `error: <message>`; JSON-RPC errors as
-//! `error: <message> (<kind>, code <code>)`.
+//! connection; `jobs wait` adds 4 when its `--timeout` ran out. Errors print as `error: <message>`;
+//! JSON-RPC errors as `error: <message> (<kind>, code <code>)`.
 
 mod commands;
 pub mod format;
+pub mod jobs;
 pub mod output;
+pub mod progress;
 pub mod rpc_client;
 pub mod table;
 
 pub use commands::parse_params;
+pub use jobs::JobsCommand;
 pub use output::{CommandOutput, Console};
 pub use rpc_client::{ClientError, RpcClient};
 
@@ -60,6 +66,9 @@ pub enum ClientCommand {
     Sessions(SessionsCommand),
     /// Send one Blender command through the manager
     Call(CallArgs),
+    /// Inspect, wait for and cancel jobs
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
 
 /// `sessions …`
