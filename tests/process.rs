@@ -364,3 +364,28 @@ fn an_unusable_database_path_is_a_clear_start_up_error() {
     assert!(err.contains(&format!("--db {db}")), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cli_lists_shows_and_waits_for_jobs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockBlender::start());
+    let m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let out = m.client(&[
+        "--json",
+        "call",
+        "execute_code",
+        r#"{"code": "print done"}"#,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = v["job_id"].as_str().unwrap().to_string();
+    let list = m.client(&["jobs", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains(&job) && list.contains("completed"), "{list}");
+    let show = m.client(&["jobs", "show", &job]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("done"));
+    let wait = m.client(&["jobs", "wait", &job]);
+    assert!(wait.status.success());
+    assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "done");
+    let missing = m.client(&["jobs", "show", "job-nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
