@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HEADLESS, Manager, Process, manager_binary  # noqa: E402
+from harness import HEADLESS, Manager, Process, start_manager  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,20 +37,9 @@ def blender() -> Iterator[tuple[str, int]]:
 
 
 @pytest.fixture()
-def manager(blender: tuple[str, int]) -> Iterator[Manager]:
-    host, port = blender
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_MANAGER_", "BLENDER_"))}
-    p = Process(
-        [str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0",
-         "--blender", f"{host}:{port}"],
-        env=env,
-    )
-    m = p.wait_line(r"session manager started .*jsonrpc=(\S+) compat=(\S+)")
-    rh, rp = m.group(1).rsplit(":", 1)
-    ch, cp = m.group(2).rsplit(":", 1)
-    mgr = Manager(p, (rh, int(rp)), (ch, int(cp)))
+def manager(blender: tuple[str, int], tmp_path: Path) -> Iterator[Manager]:
+    mgr = start_manager(blender, tmp_path / "manager.db")
     try:
         yield mgr
     finally:
-        mgr.close()
-        assert p.stop() == 0, "the manager exits 0 on SIGTERM:\n" + "\n".join(p.lines)
+        mgr.stop()

@@ -98,3 +98,23 @@ class Manager:
 
     def close(self) -> None:
         self._sock.close()
+
+    def stop(self) -> None:
+        self.close()
+        code = self.process.stop()
+        assert code == 0, "the manager exits 0 on SIGTERM:\n" + "\n".join(self.process.lines)
+
+
+def start_manager(blender: tuple[str, int], db: Path) -> Manager:
+    """The manager binary in front of `blender`, with its database at `db`."""
+    host, port = blender
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_MANAGER_", "BLENDER_"))}
+    p = Process(
+        [str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0",
+         "--blender", f"{host}:{port}", "--db", str(db)],
+        env=env,
+    )
+    m = p.wait_line(r"session manager started .*jsonrpc=(\S+) compat=(\S+)")
+    rh, rp = m.group(1).rsplit(":", 1)
+    ch, cp = m.group(2).rsplit(":", 1)
+    return Manager(p, (rh, int(rp)), (ch, int(cp)))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPO, Manager
+from harness import REPO, Manager, start_manager
 
 SESSION_RE = re.compile(r"^scene-\d{8}-\d{6}-[0-9a-f]{8}$")
 
@@ -118,3 +118,34 @@ def test_classic_blender_mcp_client_works_through_the_compat_port(manager: Manag
     got = run_stock_client(manager, str(classic))
     manager.process.wait_line("compat connection closed its session")
     check_stock_result(manager, got)
+
+
+def test_a_job_result_survives_a_manager_restart(blender: tuple[str, int], tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    first = start_manager(blender, db)
+    sid = first.call("create_session")["session_id"]
+    code = "import bpy, time\ntime.sleep(0.5)\nbpy.ops.mesh.primitive_cone_add()\nprint(bpy.context.active_object.name)"
+    r = first.call("send_command", session_id=sid, command_type="execute_code", params={"code": code}, wait=0.05)
+    assert r["status"] == "pending", r
+    job = r["job_id"]
+    done = first.call("get_job_result", job_id=job, wait=30)
+    assert done["status"] == "completed", done
+    first.stop()
+
+    second = start_manager(blender, db)
+    try:
+        again = second.call("get_job_result", job_id=job)
+        assert again["status"] == "completed"
+        assert again["result"]["result"]["result"].startswith("Cone")
+        info = second.call("get_session_info", session_id=sid)
+        assert any(o.startswith("Cone") for o in info["state"]["objects"])
+        # The restored session drives Blender again, with its execute_code namespace.
+        r = second.call("send_command", session_id=sid, command_type="execute_code",
+                        params={"code": "import bpy\nprint(len(bpy.data.objects))"})
+        assert r["status"] == "success" and int(r["result"]["result"]) >= 4
+        hist = second.call("get_session_history", session_id=sid)
+        assert [e["job_id"] for e in hist][0] == job
+        second.call("send_command", session_id=sid, command_type="execute_code",
+                    params={"code": "import bpy\nfor o in list(bpy.data.objects):\n    o.name.startswith('Cone') and bpy.data.objects.remove(o)"})
+    finally:
+        second.stop()
