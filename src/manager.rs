@@ -44,13 +44,20 @@ pub struct Manager {
     backend: Arc<BackendStats>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Cancelled once in-flight commands have finished at shutdown.
+    drained: CancellationToken,
     started: Instant,
     started_unix: f64,
     listeners: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
-/// What `send_command` answers: the outcome, or the job still running.
+/// What `send_command` answers: the outcome, the job still running, or the job
+/// cancelled meanwhile.
 pub enum SendOutcome {
+    Cancelled {
+        job_id: String,
+        error: Option<Value>,
+    },
     Done {
         outcome: Box<CommandOutcome>,
         job_id: String,
@@ -77,6 +84,7 @@ impl Manager {
             config,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            drained: CancellationToken::new(),
             started: Instant::now(),
             started_unix: unix_now(),
             listeners: Default::default(),
@@ -108,6 +116,11 @@ impl Manager {
         &self.shutdown
     }
 
+    /// Fired at shutdown once in-flight commands have finished (or the grace ran out).
+    pub fn drained_token(&self) -> &CancellationToken {
+        &self.drained
+    }
+
     pub(crate) fn add_listener(&self, name: &str, addr: String) {
         self.listeners.lock().push((name.to_string(), addr));
     }
@@ -132,7 +145,13 @@ impl Manager {
             )),
             tx,
         })?;
-        self.persist.session_created(&handle).await;
+        if let Err(e) = self.persist.session_created(&handle).await {
+            self.registry
+                .close(handle.id(), CloseReason::ClosedByCaller);
+            return Err(ManagerError::Internal(format!(
+                "could not record the session: {e}"
+            )));
+        }
         info!(session = %handle.id(), backend = %self.config.blender, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
         let ready_rx = self.spawn_session(&handle, rx, true);
         let _ = ready_rx.await;
@@ -228,6 +247,8 @@ impl Manager {
     }
 
     /// Submits a job to a session's FIFO; answered once the job is on disk.
+    /// Submissions to one session are serialised, so the queue order is the
+    /// submission order (and the order a restart queues them again).
     pub async fn submit_job(
         &self,
         session_id: &str,
@@ -238,8 +259,14 @@ impl Manager {
         if self.shutdown.is_cancelled() {
             return Err(ManagerError::ShuttingDown);
         }
+        let _in_order = handle.session.submit_lock.lock().await;
         let job = self.jobs.create(session_id, kind, metadata, true)?;
-        self.persist.job_saved(&job, None).await;
+        if let Err(e) = self.persist.job_saved(&job).await {
+            job.cancel_in_memory("could not be recorded");
+            return Err(ManagerError::Internal(format!(
+                "could not record the job, so it was not queued: {e}"
+            )));
+        }
         if let Err(e) = handle.enqueue_job(job.clone()) {
             if handle.session.close_reason() == Some(CloseReason::Shutdown)
                 && handle.session.owner == SessionOwner::Rpc
@@ -247,8 +274,8 @@ impl Manager {
                 // The session is restored on the next start, and this job with it.
                 return Ok(job);
             }
-            job.cancel("the session closed before the job was queued");
-            self.persist.job_saved(&job, None).await;
+            job.cancel_in_memory("the session closed before the job was queued");
+            let _ = self.persist.job_saved(&job).await;
             return Err(e);
         }
         info!(session = %session_id, job = %job.id, job_type = %job.job_type(), "job submitted");
@@ -274,15 +301,18 @@ impl Manager {
             )
             .await?;
         let wait = wait.unwrap_or(self.config.sync_wait);
-        job.wait_final(wait, &self.shutdown).await;
-        match job.outcome() {
+        // At shutdown, waiting ends once the drain is over: an in-flight command
+        // still answers its caller; a queued one answers `pending`.
+        job.wait_final(wait, &self.drained).await;
+        match job.take_outcome() {
             Some(outcome) => Ok(SendOutcome::Done {
                 outcome: Box::new(outcome),
                 job_id: job.id.clone(),
             }),
-            None if job.status() == JobStatus::Cancelled => {
-                Err(ManagerError::SessionNotFound(id.to_string()))
-            }
+            None if job.status() == JobStatus::Cancelled => Ok(SendOutcome::Cancelled {
+                job_id: job.id.clone(),
+                error: job.record(None).error,
+            }),
             None => Ok(SendOutcome::Pending {
                 job_id: job.id.clone(),
             }),
@@ -290,11 +320,11 @@ impl Manager {
     }
 
     /// Cancels a job: `removed` (was pending), `discarded` (was running) or `finished`.
+    /// Answered once the cancel is on disk.
     pub async fn cancel_job(&self, id: &str) -> Result<(JobRecord, &'static str), ManagerError> {
         let job = self.jobs.get(id)?;
-        let what = job.cancel("cancelled by the caller");
+        let what = job.cancel("cancelled by the caller", &self.persist).await?;
         if what != "finished" {
-            self.persist.job_saved(&job, None).await;
             info!(job = %id, what, "job cancelled");
         }
         Ok((self.jobs.record(&job), what))
@@ -308,7 +338,7 @@ impl Manager {
     ) -> Result<JobResult, ManagerError> {
         let job = self.jobs.get(id)?;
         if let Some(wait) = wait {
-            job.wait_final(wait, &self.shutdown).await;
+            job.wait_final(wait, &self.drained).await;
         }
         Ok(job.result_view())
     }
@@ -338,7 +368,10 @@ impl Manager {
             d.state.merge(keys)?;
             d.state.clone()
         };
-        self.persist.session_changed(session).await;
+        self.persist
+            .session_changed(session)
+            .await
+            .map_err(|e| ManagerError::Internal(format!("could not record the state: {e}")))?;
         Ok(state)
     }
 
@@ -441,9 +474,10 @@ impl Manager {
             {
                 let mut d = session.data.lock();
                 d.state = serde_json::from_str(&row.state).unwrap_or_default();
-                d.command_count = row.command_count as u64;
-                d.next_seq = row.next_seq as u64;
-                d.next_snapshot = row.next_snapshot as u64;
+                // A damaged row must not wrap around into huge counters.
+                d.command_count = u64::try_from(row.command_count).unwrap_or(0);
+                d.next_seq = u64::try_from(row.next_seq).unwrap_or(0);
+                d.next_snapshot = u64::try_from(row.next_snapshot).unwrap_or(0);
                 d.last_activity_unix = row.last_activity;
                 for h in &rs.history {
                     d.history.push(Persist::history_entry(h));
@@ -463,7 +497,8 @@ impl Manager {
         }
         for row in restored.jobs {
             let (kind, mut state) = Persist::job_parts(&row);
-            if state.status == JobStatus::Processing {
+            let was_running = state.status == JobStatus::Processing;
+            if was_running {
                 state.status = JobStatus::Failed;
                 state.finished_at = Some(unix_now());
                 state.error = Some(json!({
@@ -474,17 +509,21 @@ impl Manager {
             }
             if state.status.is_final() {
                 // Age it by its time since finishing, so the TTL still applies.
+                // A damaged or future time counts as "just now"; one older than
+                // this machine's clock allows expires at the first sweep.
                 let age = (unix_now() - state.finished_at.unwrap_or_else(unix_now)).max(0.0);
+                let now = Instant::now();
                 state.finished_instant = Some(
-                    Instant::now()
-                        .checked_sub(Duration::from_secs_f64(age))
-                        .unwrap_or_else(Instant::now),
+                    Duration::try_from_secs_f64(age)
+                        .ok()
+                        .and_then(|age| now.checked_sub(age))
+                        .unwrap_or_else(|| now.checked_sub(self.config.job_ttl).unwrap_or(now)),
                 );
             }
             let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
             let job = self.jobs.restore(
                 row.id.clone(),
-                row.ord as u64,
+                u64::try_from(row.ord).unwrap_or(0),
                 row.session_id.clone(),
                 kind,
                 metadata,
@@ -498,11 +537,13 @@ impl Manager {
                 {
                     Ok(Ok(())) => requeued += 1,
                     _ => {
-                        job.cancel("its session no longer exists");
-                        self.persist.job_saved(&job, None).await;
+                        job.cancel_in_memory("its session no longer exists");
+                        let _ = self.persist.job_saved(&job).await;
                     }
                 },
-                JobStatus::Failed if interrupted > 0 => self.persist.job_saved(&job, None).await,
+                JobStatus::Failed if was_running => {
+                    let _ = self.persist.job_saved(&job).await;
+                }
                 _ => {}
             }
         }

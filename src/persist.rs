@@ -15,7 +15,9 @@ use crate::jobs::{Job, JobKind, JobStatus};
 use crate::raw_json::RawJson;
 use crate::session::history::HistoryEntry;
 use crate::session::{Session, SessionHandle, Snapshot};
-use crate::store::{HistoryRow, JobRow, SessionRow, SnapshotRow, Store, WriteOp};
+use crate::store::{
+    Committed, HistoryRow, JobRow, SessionRow, SnapshotRow, Store, StoreError, WriteOp,
+};
 
 /// The store, with the conversions between memory and rows.
 #[derive(Clone)]
@@ -44,9 +46,35 @@ impl Persist {
         &self.store
     }
 
+    /// Commits and reports failure to the caller (who then refuses to answer "ok").
+    async fn try_commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        self.store.write_all(ops).await
+    }
+
+    /// Commits something that has already happened and cannot be taken back (a
+    /// command Blender ran): tries a few times, then logs loudly and goes on.
     async fn commit(&self, ops: Vec<WriteOp>) {
-        if let Err(e) = self.store.write_all(ops).await {
-            tracing::error!(error = %e, "could not persist; the caller is answered anyway");
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 1..=4 {
+            match self.store.write_all(ops.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt < 4 => {
+                    tracing::warn!(error = %e, attempt, "store write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store write failed; giving up on this record")
+                }
+            }
+        }
+    }
+
+    /// Awaits a queued job row; a failure is logged (the job's outcome cannot be
+    /// taken back).
+    pub async fn settle(&self, committed: Committed, job_id: &str) {
+        if let Err(e) = committed.await {
+            tracing::error!(job = %job_id, error = %e, "could not record the job's state");
         }
     }
 
@@ -125,10 +153,9 @@ impl Persist {
         }
     }
 
-    /// A job's row; `finished` overrides the in-memory outcome (written before it
-    /// is published).
-    pub fn job_row(job: &Job, finished: Option<&Finished>) -> JobRow {
-        let st = job.state.lock();
+    /// A job's row from its locked state; `finished` overrides the in-memory
+    /// outcome (it is written before it is published).
+    pub(crate) fn job_row(job: &Job, st: &JobState, finished: Option<&Finished>) -> JobRow {
         let (status, result, error, finished_at) = match finished {
             Some(f) => (f.status, f.result.clone(), f.error.clone(), Some(f.at)),
             None => (
@@ -142,13 +169,18 @@ impl Persist {
             let items: Vec<String> = st.results.iter().map(raw_text).collect();
             format!("[{}]", items.join(","))
         });
+        let kind = match job.kind {
+            JobKind::Single { .. } => "single",
+            JobKind::Batch { .. } => "batch",
+        };
         JobRow {
             id: job.id.clone(),
             ord: job.ord as i64,
             session_id: job.session_id.clone(),
             status: status.as_str().to_string(),
             job_type: job.job_type().to_string(),
-            params: text(&job.params()),
+            // The kind is stored explicitly: a single command may be called "batch".
+            params: text(&serde_json::json!({"kind": kind, "params": job.params()})),
             created_at: job.created_at,
             started_at: st.started_at,
             finished_at,
@@ -160,10 +192,24 @@ impl Persist {
         }
     }
 
+    /// Queues a job's row now (the caller holds the job's lock, so rows reach the
+    /// store in the order of the job's transitions); await the result to know it
+    /// committed.
+    pub(crate) fn queue_job_row(
+        &self,
+        job: &Job,
+        st: &JobState,
+        finished: Option<&Finished>,
+    ) -> Committed {
+        self.store
+            .write(WriteOp::UpsertJob(Self::job_row(job, st, finished)))
+    }
+
     /// A restored job's kind and state.
     pub(crate) fn job_parts(row: &JobRow) -> (JobKind, JobState) {
-        let params: Value = serde_json::from_str(&row.params).unwrap_or(Value::Null);
-        let kind = if row.job_type == "batch" {
+        let stored: Value = serde_json::from_str(&row.params).unwrap_or(Value::Null);
+        let params = stored["params"].clone();
+        let kind = if stored["kind"] == "batch" {
             let commands = params["commands"]
                 .as_array()
                 .map(|cs| {
@@ -206,22 +252,21 @@ impl Persist {
                 .and_then(|e| serde_json::from_str(e).ok()),
             results,
             outcome: None,
+            cancel_requested: false,
         };
         (kind, state)
     }
 
     /// A session was created (answer after commit).
-    pub async fn session_created(&self, handle: &SessionHandle) {
-        self.commit(vec![WriteOp::UpsertSession(Self::session_row(
-            &handle.session,
-        ))])
-        .await
+    pub async fn session_created(&self, handle: &SessionHandle) -> Result<(), StoreError> {
+        let row = Self::session_row(&handle.session);
+        self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
 
     /// The session's row changed (state by hand): answer after commit.
-    pub async fn session_changed(&self, session: &Session) {
-        self.commit(vec![WriteOp::UpsertSession(Self::session_row(session))])
-            .await
+    pub async fn session_changed(&self, session: &Session) -> Result<(), StoreError> {
+        let row = Self::session_row(session);
+        self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
 
     /// A command finished: its history entry and the session's counters and state.
@@ -251,18 +296,14 @@ impl Persist {
         .await
     }
 
-    /// A job changed in a way nobody waits on (started, progress): no waiting.
-    pub fn job_changed(&self, job: &Job) {
-        drop(
-            self.store
-                .write(WriteOp::UpsertJob(Self::job_row(job, None))),
-        );
-    }
-
-    /// A job's row must be on disk before the caller learns of it.
-    pub async fn job_saved(&self, job: &Job, finished: Option<&Finished>) {
-        self.commit(vec![WriteOp::UpsertJob(Self::job_row(job, finished))])
-            .await
+    /// A job's current row, committed (a job created, or cancelled before it was
+    /// ever queued).
+    pub async fn job_saved(&self, job: &Job) -> Result<(), StoreError> {
+        let committed = {
+            let st = job.state.lock();
+            self.queue_job_row(job, &st, None)
+        };
+        committed.await
     }
 
     pub async fn jobs_pruned(&self, ids: Vec<String>) {

@@ -32,6 +32,46 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("--db {path}: in use by another running manager (lock file {lock}); stop it, or give this one its own --db")]
+    InUse { path: String, lock: String },
+}
+
+/// An exclusive lock on `<db>.lock` held for the life of the process: two managers
+/// on one file would both restore the same sessions and run the same queued jobs.
+/// `None` for `:memory:` or when the directory cannot be prepared (opening the store
+/// then reports that).
+fn lock_database(db: &str) -> Result<Option<std::fs::File>, StartError> {
+    if db == crate::store::MEMORY_PATH {
+        return Ok(None);
+    }
+    let path = std::path::Path::new(db);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if std::fs::create_dir_all(dir).is_err() {
+            return Ok(None);
+        }
+    }
+    let lock = format!("{db}.lock");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+    else {
+        return Ok(None);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+        if taken {
+            return Err(StartError::InUse {
+                path: db.to_string(),
+                lock,
+            });
+        }
+    }
+    Ok(Some(file))
 }
 
 /// A running manager.
@@ -40,6 +80,8 @@ pub struct Server {
     pub rpc_addr: SocketAddr,
     pub compat_addr: SocketAddr,
     tasks: JoinSet<()>,
+    /// Released when the server is dropped.
+    _db_lock: Option<std::fs::File>,
 }
 
 async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -55,6 +97,7 @@ async fn bind(flag: &'static str, address: SocketAddr) -> Result<TcpListener, St
 /// Opens the store, binds every listener, restores what the store held, and
 /// starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let db_lock = lock_database(&config.db)?;
     let (db, limits) = (
         config.db.clone(),
         (config.history_limit, config.snapshot_limit),
@@ -90,6 +133,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         rpc_addr,
         compat_addr,
         tasks,
+        _db_lock: db_lock,
     })
 }
 
@@ -108,6 +152,9 @@ impl Server {
                 "sessions still busy at the end of the grace period"
             );
         }
+        // In-flight commands are done (or out of time): sync callers still waiting
+        // on queued jobs now answer `pending`.
+        self.manager.drained_token().cancel();
         while self.tasks.join_next().await.is_some() {}
         self.manager.store().close().await;
         info!("session manager stopped");

@@ -373,3 +373,49 @@ async fn get_job_result_long_polls_until_the_job_finishes() {
         .await;
     assert_eq!(r["status"], "completed");
 }
+
+#[tokio::test]
+async fn a_sync_caller_whose_job_is_cancelled_is_told_so() {
+    let h = Harness::start().await;
+    h.mock.once("render", slow(300));
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    let waiting = rpc
+        .send(
+            "send_command",
+            json!({"session_id": id, "command_type": "render", "wait": 10}),
+        )
+        .await;
+    h.mock.wait_for_request("render").await;
+    let mut other = h.rpc().await;
+    let jobs = other.ok("list_jobs", json!({"session_id": id})).await;
+    let job = jobs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        other.ok("cancel_job", json!({"job_id": job})).await["cancel"],
+        "discarded"
+    );
+    let reply = rpc.read_reply().await;
+    assert_eq!(reply["id"], waiting);
+    assert_eq!(reply["result"]["status"], "cancelled", "{reply}");
+    assert_eq!(reply["result"]["job_id"], job.as_str());
+    other
+        .ok("get_session_info", json!({"session_id": id}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_last_command_fails_with_stop_on_error_still_completed() {
+    let h = Harness::start().await;
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    let commands = json!([{"command_type": "one"}, {"command_type": "get_object_info", "params": {"name": "Missing"}}]);
+    let r = rpc
+        .ok(
+            "submit_batch",
+            json!({"session_id": id, "commands": commands, "stop_on_error": true}),
+        )
+        .await;
+    let r = result(&mut rpc, r["job_id"].as_str().unwrap()).await;
+    assert_eq!(r["status"], "completed", "every command ran: {r}");
+    assert_eq!(r["results"][1]["status"], "error");
+}

@@ -228,3 +228,99 @@ async fn at_shutdown_a_waiting_sync_caller_gets_pending_and_the_job_survives() {
     );
     s2.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_second_manager_on_the_same_database_is_refused() {
+    let db = TempDb::new("twice");
+    let mock = MockBlender::start().await;
+    let first = start(&mock, &db).await;
+    let mut cfg = support::config(mock.backend());
+    cfg.db = db.path();
+    let e = server::start(cfg).await.err().expect("refused").to_string();
+    assert!(e.contains("in use by another running manager"), "{e}");
+    first.shutdown(Duration::from_secs(5)).await;
+    // Once the first one is gone, the file is free again.
+    let again = start(&mock, &db).await;
+    again.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn damaged_rows_do_not_stop_a_restore() {
+    let db = TempDb::new("damaged");
+    let mock = MockBlender::start().await;
+    let s1 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s1.rpc_addr).await;
+    let id = rpc.create().await;
+    let job = rpc
+        .ok(
+            "submit_job",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rpc.ok("get_job_result", json!({"job_id": job, "wait": 10}))
+        .await;
+    drop(rpc);
+    s1.shutdown(Duration::from_secs(5)).await;
+    // Another program scribbles over the file.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute("UPDATE jobs SET finished_at = -1e300, ord = -5", [])
+        .unwrap();
+    conn.execute("UPDATE sessions SET next_seq = -1, command_count = -7", [])
+        .unwrap();
+    drop(conn);
+    let s2 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s2.rpc_addr).await;
+    let info = rpc.ok("get_session_info", json!({"session_id": id})).await;
+    assert_eq!(info["command_count"], 0);
+    let r = rpc
+        .ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await;
+    assert_eq!(r["status"], "success");
+    s2.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_single_command_named_batch_stays_a_single_command_across_a_restart() {
+    let db = TempDb::new("named-batch");
+    let mock = MockBlender::start().await;
+    mock.once(
+        "hold",
+        MockAction::Delay(Duration::from_millis(300), Box::new(MockAction::Default)),
+    );
+    let s1 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s1.rpc_addr).await;
+    let id = rpc.create().await;
+    rpc.ok(
+        "submit_job",
+        json!({"session_id": id, "command_type": "hold"}),
+    )
+    .await;
+    let job = rpc
+        .ok("submit_job", json!({"session_id": id, "command_type": "batch", "params": {"commands": [{"command_type": "inner"}]}}))
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mock.wait_for_request("hold").await;
+    drop(rpc);
+    s1.shutdown(Duration::from_secs(10)).await;
+    let s2 = start(&mock, &db).await;
+    let mut rpc = Rpc::connect(s2.rpc_addr).await;
+    let r = rpc
+        .ok("get_job_result", json!({"job_id": job, "wait": 10}))
+        .await;
+    assert_eq!(r["status"], "completed");
+    assert_eq!(mock.requests_of("batch").len(), 1);
+    assert!(mock.requests_of("inner").is_empty());
+    assert_eq!(
+        mock.requests_of("batch")[0]["params"]["commands"][0]["command_type"],
+        "inner"
+    );
+    s2.shutdown(Duration::from_secs(5)).await;
+}

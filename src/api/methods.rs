@@ -71,6 +71,18 @@ impl CommandResult {
                 r.job_id = Some(job_id);
                 Ok(r)
             }
+            SendOutcome::Cancelled { job_id, error } => Ok(CommandResult {
+                status: "cancelled",
+                result: None,
+                message: error
+                    .as_ref()
+                    .and_then(|e| e["message"].as_str())
+                    .map(str::to_string),
+                traceback: None,
+                duration: None,
+                seq: None,
+                job_id: Some(job_id),
+            }),
             SendOutcome::Pending { job_id } => Ok(CommandResult {
                 status: "pending",
                 result: None,

@@ -13,8 +13,10 @@ use tokio::time::Instant;
 
 use crate::clock::unix_now;
 use crate::error::ManagerError;
+use crate::persist::{Finished, Persist};
 use crate::raw_json::RawJson;
 use crate::session::CommandOutcome;
+use crate::store::Committed;
 
 /// Where a job is in its life. `completed`, `failed` and `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -93,6 +95,9 @@ pub(crate) struct JobState {
     pub results: Vec<RawJson>,
     /// The outcome of a single command, for the caller waiting synchronously.
     pub outcome: Option<CommandOutcome>,
+    /// A cancel is being written to the store: the job must not start or finish
+    /// until it is settled.
+    pub cancel_requested: bool,
 }
 
 /// A job shared by the table, its session task and waiters.
@@ -107,6 +112,8 @@ pub struct Job {
     pub created_at: f64,
     pub(crate) state: Mutex<JobState>,
     status_tx: watch::Sender<JobStatus>,
+    /// Wakes a session task waiting for a cancel in progress to settle.
+    settled: tokio::sync::Notify,
     pending_count: Arc<AtomicUsize>,
 }
 
@@ -144,6 +151,7 @@ impl Job {
                 error: None,
                 results: Vec::new(),
                 outcome: None,
+                cancel_requested: false,
             },
             pending_count,
         )
@@ -174,6 +182,7 @@ impl Job {
             created_at,
             state: Mutex::new(state),
             status_tx,
+            settled: tokio::sync::Notify::new(),
             pending_count,
         }
     }
@@ -219,16 +228,32 @@ impl Job {
         self.status_tx.send_replace(to);
     }
 
-    /// `pending` → `processing`. Returns `false` if the job is no longer pending
-    /// (cancelled while queued): it must not be sent to Blender.
-    pub(crate) fn start(&self) -> bool {
-        let mut st = self.state.lock();
-        if st.status != JobStatus::Pending {
-            return false;
+    /// `pending` → `processing`, with the row saying so queued to the store (in the
+    /// job's lock, so rows reach the store in the order of the transitions). Returns
+    /// `None` if the job is no longer pending (cancelled while queued): it must not be
+    /// sent to Blender. Waits while a cancel is being written.
+    pub(crate) async fn start(&self, persist: &Persist) -> Option<Committed> {
+        loop {
+            let settled = self.settled.notified();
+            {
+                let mut st = self.state.lock();
+                if st.status != JobStatus::Pending {
+                    return None;
+                }
+                if !st.cancel_requested {
+                    st.started_at = Some(unix_now());
+                    self.transition(&mut st, JobStatus::Processing);
+                    return Some(persist.queue_job_row(self, &st, None));
+                }
+            }
+            settled.await;
         }
-        st.started_at = Some(unix_now());
-        self.transition(&mut st, JobStatus::Processing);
-        true
+    }
+
+    /// Whether a cancel has been asked for or has happened.
+    pub(crate) fn cancelling(&self) -> bool {
+        let st = self.state.lock();
+        st.cancel_requested || st.status == JobStatus::Cancelled
     }
 
     pub(crate) fn set_progress(&self, current: usize, message: Option<String>) {
@@ -248,16 +273,32 @@ impl Job {
         true
     }
 
-    /// Ends a running job. A job cancelled while it ran keeps `cancelled` and its
+    /// Ends a running job: its final row is queued (in the job's lock), committed,
+    /// and only then published. A job cancelled while it ran stays `cancelled` and its
     /// late result is discarded.
-    pub(crate) fn finish(
+    pub(crate) async fn finish(
         &self,
-        finished: crate::persist::Finished,
+        finished: Finished,
         outcome: Option<CommandOutcome>,
+        persist: &Persist,
     ) {
+        let committed = loop {
+            let settled = self.settled.notified();
+            {
+                let st = self.state.lock();
+                if st.status.is_final() {
+                    return;
+                }
+                if !st.cancel_requested {
+                    break persist.queue_job_row(self, &st, Some(&finished));
+                }
+            }
+            settled.await;
+        };
+        persist.settle(committed, &self.id).await;
         let mut st = self.state.lock();
         if st.status.is_final() {
-            return;
+            return; // cancelled after the row was queued: that row came later and wins
         }
         st.result = finished.result;
         st.error = finished.error;
@@ -266,19 +307,57 @@ impl Job {
         st.finished_at = Some(finished.at);
     }
 
-    /// Cancels: a pending job leaves the queue (never reaches Blender); a running one
-    /// is marked cancelled and its result will be discarded. Returns what happened:
-    /// `removed`, `discarded` or `finished` (nothing to do).
-    pub fn cancel(&self, why: &str) -> &'static str {
-        let mut st = self.state.lock();
-        let what = match st.status {
-            JobStatus::Pending => "removed",
-            JobStatus::Processing => "discarded",
-            _ => return "finished",
+    /// Cancels, durably first: the cancelled row is queued in the job's lock and
+    /// committed, and only then does the status change. A pending job leaves the
+    /// queue (never reaches Blender); a running one is marked cancelled and its result
+    /// will be discarded. Returns `removed`, `discarded` or `finished` (nothing to do).
+    pub async fn cancel(&self, why: &str, persist: &Persist) -> Result<&'static str, ManagerError> {
+        let error = json!({"kind": "cancelled", "message": why});
+        let at = unix_now();
+        let (what, committed) = {
+            let mut st = self.state.lock();
+            let what = match st.status {
+                JobStatus::Pending => "removed",
+                JobStatus::Processing => "discarded",
+                _ => return Ok("finished"),
+            };
+            if st.cancel_requested {
+                return Ok(what); // another cancel is being written
+            }
+            st.cancel_requested = true;
+            let row = Finished {
+                status: JobStatus::Cancelled,
+                result: None,
+                error: Some(error.clone()),
+                at,
+            };
+            (what, persist.queue_job_row(self, &st, Some(&row)))
         };
+        let written = committed.await;
+        {
+            let mut st = self.state.lock();
+            st.cancel_requested = false;
+            if written.is_ok() && !st.status.is_final() {
+                st.error = Some(error);
+                self.transition(&mut st, JobStatus::Cancelled);
+                st.finished_at = Some(at);
+            }
+        }
+        self.settled.notify_waiters();
+        written
+            .map(|()| what)
+            .map_err(|e| ManagerError::Internal(format!("could not record the cancel: {e}")))
+    }
+
+    /// Cancels in memory only (a job whose session is gone before it was ever
+    /// queued, or on restore); the caller writes the row.
+    pub(crate) fn cancel_in_memory(&self, why: &str) {
+        let mut st = self.state.lock();
+        if st.status.is_final() {
+            return;
+        }
         st.error = Some(json!({"kind": "cancelled", "message": why}));
         self.transition(&mut st, JobStatus::Cancelled);
-        what
     }
 
     /// Waits until the job is final or `wait` passes (or `give_up` fires); returns
@@ -300,9 +379,10 @@ impl Job {
         self.status()
     }
 
-    /// The outcome of a finished single-command job (in this process).
-    pub fn outcome(&self) -> Option<CommandOutcome> {
-        self.state.lock().outcome.clone()
+    /// Takes the outcome of a finished single-command job (for its sync caller;
+    /// the job keeps its reply envelope).
+    pub fn take_outcome(&self) -> Option<CommandOutcome> {
+        self.state.lock().outcome.take()
     }
 
     pub fn finished_instant(&self) -> Option<Instant> {

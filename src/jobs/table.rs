@@ -116,7 +116,8 @@ impl JobTable {
             state,
             self.pending.clone(),
         ));
-        self.next_ord.fetch_max(ord + 1, Ordering::AcqRel);
+        self.next_ord
+            .fetch_max(ord.saturating_add(1), Ordering::AcqRel);
         let mut inner = self.inner.lock();
         inner.order.push_back(id.clone());
         inner.jobs.insert(id, job.clone());

@@ -130,8 +130,12 @@ impl SessionActor {
                 // At shutdown a queued job stays pending: it runs again after a restart.
                 SessionMsg::Job(_) if reason == Some(CloseReason::Shutdown) => {}
                 SessionMsg::Job(job) => {
-                    job.cancel("the session closed before the job ran");
-                    self.persist.job_saved(&job, None).await;
+                    if let Err(e) = job
+                        .cancel("the session closed before the job ran", &self.persist)
+                        .await
+                    {
+                        warn!(job = %job.id, error = %e, "could not record a cancelled job");
+                    }
                 }
                 // Dropping the reply sender tells the waiter the session is gone.
                 other => drop(other),
@@ -153,12 +157,16 @@ impl SessionActor {
     /// Runs a job: one command, or a batch in order with progress. A job cancelled
     /// while queued is skipped without reaching Blender.
     async fn run_job(&mut self, job: &Arc<Job>) {
-        if !job.start() {
+        let Some(started) = job.start(&self.persist).await else {
             return;
-        }
+        };
         // `processing` is on disk before Blender sees the command: after a crash the
         // job is reported as interrupted, never run a second time.
-        self.persist.job_saved(job, None).await;
+        self.persist.settle(started, &job.id).await;
+        if job.cancelling() {
+            // Cancelled while `processing` was being written: nothing reached Blender.
+            return;
+        }
         match &job.kind {
             JobKind::Single {
                 command_type,
@@ -196,13 +204,21 @@ impl SessionActor {
                 stop_on_error,
             } => {
                 let total = commands.len();
-                let mut stopped: Option<String> = None;
+                let mut stopped: Option<(&str, String)> = None;
                 for (i, (command_type, params)) in commands.iter().enumerate() {
-                    if job.status() == JobStatus::Cancelled {
+                    if job.cancelling() {
+                        break;
+                    }
+                    if self.session.is_closed() {
+                        // The session is closing (or the manager stopping): a batch
+                        // ends between commands instead of running past the drain.
+                        stopped = Some((
+                            "session_closed",
+                            format!("the session closed after {i} of {total} commands"),
+                        ));
                         break;
                     }
                     job.set_progress(i, Some(command_type.clone()));
-                    self.persist.job_changed(job);
                     let req = CommandRequest {
                         command_type: command_type.clone(),
                         params: params.clone(),
@@ -218,25 +234,28 @@ impl SessionActor {
                         break;
                     }
                     job.set_progress(i + 1, None);
-                    if !ok && *stop_on_error {
+                    // Stopping early fails the batch; a failing last command stops
+                    // nothing, so a batch whose every command ran is `completed`.
+                    if !ok && *stop_on_error && i + 1 < total {
                         let why = match &outcome.result {
                             Ok(r) => r.message.clone().unwrap_or_default(),
                             Err(e) => e.to_string(),
                         };
-                        stopped = Some(format!(
-                            "stopped at command {} of {total} ({command_type}): {why}",
-                            i + 1
+                        stopped = Some((
+                            "batch_stopped",
+                            format!(
+                                "stopped at command {} of {total} ({command_type}): {why}",
+                                i + 1
+                            ),
                         ));
                         break;
                     }
                 }
                 let finished = match stopped {
-                    Some(message) => Finished {
+                    Some((kind, message)) => Finished {
                         status: JobStatus::Failed,
                         result: None,
-                        error: Some(
-                            serde_json::json!({"kind": "batch_stopped", "message": message}),
-                        ),
+                        error: Some(serde_json::json!({"kind": kind, "message": message})),
                         at: unix_now(),
                     },
                     None => Finished {
@@ -259,12 +278,7 @@ impl SessionActor {
         finished: Finished,
         outcome: Option<CommandOutcome>,
     ) {
-        if job.status() == JobStatus::Cancelled {
-            self.persist.job_saved(job, None).await;
-            return;
-        }
-        self.persist.job_saved(job, Some(&finished)).await;
-        job.finish(finished, outcome);
+        job.finish(finished, outcome, &self.persist).await;
     }
 
     async fn execute(&mut self, req: CommandRequest, job: Option<&Arc<Job>>) -> CommandOutcome {

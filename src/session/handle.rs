@@ -125,6 +125,8 @@ pub struct Session {
     pub(crate) pending: AtomicUsize,
     /// Cancelled when the session closes; the task finishes its current command.
     pub(crate) closing: CancellationToken,
+    /// Held while a job is recorded and queued, so queue order is submission order.
+    pub(crate) submit_lock: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -159,6 +161,7 @@ impl Session {
             }),
             pending: AtomicUsize::new(0),
             closing: CancellationToken::new(),
+            submit_lock: tokio::sync::Mutex::new(()),
         }
     }
 
