@@ -277,11 +277,13 @@ fn resolve_listen(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 /// `$XDG_DATA_HOME/blender-session-manager/manager.db`, else under
 /// `$HOME/.local/share`.
 pub fn default_db_path(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    let base = match env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
-        Some(d) => std::path::PathBuf::from(d),
-        None => std::path::PathBuf::from(env("HOME").filter(|s| !s.is_empty())?)
-            .join(".local")
-            .join("share"),
+    let var = |k: &str| env(k).filter(|s| !s.is_empty());
+    let base = match (var("XDG_DATA_HOME"), var("HOME"), var("LOCALAPPDATA")) {
+        (Some(d), _, _) => std::path::PathBuf::from(d),
+        (None, Some(home), _) => std::path::PathBuf::from(home).join(".local").join("share"),
+        // Windows: %LOCALAPPDATA%\blender-session-manager\manager.db
+        (None, None, Some(local)) => std::path::PathBuf::from(local),
+        (None, None, None) => return None,
     };
     Some(
         base.join("blender-session-manager")
@@ -361,6 +363,10 @@ mod tests {
         assert!(e.contains("--compat-listen"), "{e}");
     }
 
+    fn a_default() -> ServeArgs {
+        parse(&[])
+    }
+
     #[test]
     fn db_defaults_to_the_data_directory() {
         let a = parse(&[]);
@@ -378,6 +384,11 @@ mod tests {
             ":memory:"
         );
         assert!(Config::from_args(&parse(&[]), None, |_| None).is_err());
+        let c = Config::from_args(&a_default(), None, |k| {
+            (k == "LOCALAPPDATA").then(|| "C:/Users/ada/AppData/Local".into())
+        })
+        .unwrap();
+        assert!(c.db.starts_with("C:/Users/ada/AppData/Local"), "{}", c.db);
     }
 
     #[test]

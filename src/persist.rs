@@ -4,9 +4,11 @@
 //! entry, a closed session) goes out only after the transaction holding it
 //! committed. So the session task writes a finished command's history entry and
 //! session row, or a finished job's row, and awaits the commit before publishing
-//! them in memory and answering. Progress and start times are written without
-//! waiting: nobody was promised them. With `--db :memory:` the store is disabled and
-//! every write resolves at once.
+//! them in memory and answering. A job's rows are queued while its lock is held, so
+//! they reach the store in the order of its transitions; `processing` is committed
+//! before Blender sees the command, so nothing runs twice after a crash. A batch's
+//! progress is not written step by step (its commands' history entries are). With
+//! `--db :memory:` the store is disabled and every write resolves at once.
 
 use serde_json::Value;
 
@@ -208,8 +210,12 @@ impl Persist {
     /// A restored job's kind and state.
     pub(crate) fn job_parts(row: &JobRow) -> (JobKind, JobState) {
         let stored: Value = serde_json::from_str(&row.params).unwrap_or(Value::Null);
-        let params = stored["params"].clone();
-        let kind = if stored["kind"] == "batch" {
+        // Rows written before the kind was stored hold the params directly.
+        let (is_batch, params) = match stored.get("kind") {
+            Some(kind) => (kind == "batch", stored["params"].clone()),
+            None => (row.job_type == "batch", stored),
+        };
+        let kind = if is_batch {
             let commands = params["commands"]
                 .as_array()
                 .map(|cs| {

@@ -219,6 +219,23 @@ async fn call_that_outlives_wait_prints_the_job_id() {
 }
 
 #[tokio::test]
+async fn call_whose_job_was_cancelled_exits_1() {
+    let manager = FakeManager::start(|_, _| {
+        Reply::Result(
+            json!({"status": "cancelled", "message": "cancelled by the caller", "job_id": "job-7"}),
+        )
+    })
+    .await;
+    let output = run_to_output(
+        &manager.global(),
+        call_command("render", None, Some(SESSION)),
+    )
+    .await;
+    assert_eq!(output.stderr, "error: job job-7 (render) was cancelled\n");
+    assert_eq!(output.exit_code, 1);
+}
+
+#[tokio::test]
 async fn call_with_json_prints_the_raw_reply() {
     let reply = json!({"status": "error", "message": "boom", "duration": 0.5, "seq": 3,
                        "job_id": "job-3"});

@@ -482,6 +482,11 @@ pub fn format_call_result(reply: &Value, command_type: &str) -> CallReport {
                  Follow it with `jobs wait {job}`."
             );
         }
+        Some("cancelled") => {
+            let job = display(reply.get("job_id"));
+            report.stderr = format!("error: job {job} ({command_type}) was cancelled");
+            report.exit_code = 1;
+        }
         _ => report.stdout = pretty(reply),
     }
     for text in [&mut report.stdout, &mut report.stderr] {
