@@ -239,7 +239,7 @@ impl Config {
             Some(db) if !db.trim().is_empty() => db.clone(),
             _ => default_db_path(&env).ok_or_else(|| {
                 ConfigError(
-                    "--db: no data directory found (set HOME or XDG_DATA_HOME, or pass --db PATH)"
+                    "--db: no data directory found (set HOME, XDG_DATA_HOME or LOCALAPPDATA, or pass --db PATH)"
                         .into(),
                 )
             })?,
