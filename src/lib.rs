@@ -14,6 +14,7 @@
 //! - [`api`] holds the front doors: JSON-RPC over NDJSON and the addon-compatible port;
 //! - [`server`] binds and runs it all; [`config`] validates flags;
 //! - [`cli`] is the command-line client of a running manager;
+//! - [`mcp`] is the stdio MCP server over a running manager (`mcp` subcommand);
 //! - [`mock_blender`] is a scriptable stand-in addon for tests and benchmarks.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod jobs;
 pub mod logging;
 pub mod manager;
+pub mod mcp;
 pub mod mock_blender;
 pub mod persist;
 pub mod raw_json;

@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use blender_session_manager::cli::{self, ClientCommand, GlobalOptions};
 use blender_session_manager::config::{Config, ServeArgs};
+use blender_session_manager::mcp::{self, McpArgs};
 use blender_session_manager::{logging, server};
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the manager (the default when no subcommand is given)
     Serve(ServeArgs),
+    /// Run a stdio MCP server over a running manager (for Claude Desktop, Cursor, Claude Code)
+    Mcp(McpArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -62,6 +65,11 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command.expect("a subcommand is always set") {
         Command::Serve(args) => runtime.block_on(serve(args, cli.global)),
+        Command::Mcp(args) => {
+            // stdout carries the MCP protocol only: logs go to stderr.
+            let _guard = logging::init(Default::default(), "warn,blender_session_manager=info");
+            runtime.block_on(mcp::run(&cli.global, args))
+        }
         Command::Client(command) => {
             let _guard = logging::init(Default::default(), "warn");
             runtime.block_on(cli::run(&cli.global, command))
