@@ -31,6 +31,13 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9877"
     )]
     pub compat_listen: String,
+    /// HTTP listen address (REST, seed 000's /mcp routes, /healthz, /metrics)
+    #[arg(
+        long,
+        env = "SESSION_MANAGER_HTTP_LISTEN",
+        default_value = "127.0.0.1:9881"
+    )]
+    pub http_listen: String,
     /// Blender addon address HOST:PORT (default 127.0.0.1:9876, or BLENDER_HOST/BLENDER_PORT)
     #[arg(long, env = "SESSION_MANAGER_BLENDER", value_delimiter = ',')]
     pub blender: Vec<String>,
@@ -117,6 +124,7 @@ impl std::str::FromStr for BackendAddr {
 pub struct Config {
     pub listen: SocketAddr,
     pub compat_listen: SocketAddr,
+    pub http_listen: SocketAddr,
     pub blender: BackendAddr,
     pub idle_timeout: Duration,
     pub sweep_interval: Duration,
@@ -146,6 +154,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:9880".parse().unwrap(),
             compat_listen: "127.0.0.1:9877".parse().unwrap(),
+            http_listen: "127.0.0.1:9881".parse().unwrap(),
             blender: BackendAddr {
                 host: "127.0.0.1".into(),
                 port: 9876,
@@ -187,6 +196,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let listen = resolve_listen("--listen", &args.listen)?;
         let compat_listen = resolve_listen("--compat-listen", &args.compat_listen)?;
+        let http_listen = resolve_listen("--http-listen", &args.http_listen)?;
         let blender = match args.blender.iter().find(|s| !s.trim().is_empty()) {
             Some(first) => first
                 .parse::<BackendAddr>()
@@ -209,11 +219,13 @@ impl Config {
             ));
         }
         let token = token.filter(|t| !t.is_empty());
-        if token.is_none() && !listen.ip().is_loopback() {
-            return Err(ConfigError(format!(
-                "--listen {listen}: refusing to listen beyond loopback without a token; \
-                 set --token (or SESSION_MANAGER_TOKEN) so callers must authenticate"
-            )));
+        for (flag, address) in [("--listen", listen), ("--http-listen", http_listen)] {
+            if token.is_none() && !address.ip().is_loopback() {
+                return Err(ConfigError(format!(
+                    "{flag} {address}: refusing to listen beyond loopback without a token; \
+                     set --token (or SESSION_MANAGER_TOKEN) so callers must authenticate"
+                )));
+            }
         }
         if !compat_listen.ip().is_loopback() {
             return Err(ConfigError(format!(
@@ -247,6 +259,7 @@ impl Config {
         Ok(Config {
             listen,
             compat_listen,
+            http_listen,
             blender,
             idle_timeout: args.idle_timeout,
             sweep_interval: args.sweep_interval,
@@ -361,6 +374,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--compat-listen"), "{e}");
+        let a = parse(&["--http-listen", "0.0.0.0:9881", "--db", ":memory:"]);
+        let e = Config::from_args(&a, None, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--http-listen 0.0.0.0:9881:") && e.contains("--token"),
+            "{e}"
+        );
+        let c = Config::from_args(&a, Some("s3cret".into()), |_| None).unwrap();
+        assert_eq!(c.http_listen.to_string(), "0.0.0.0:9881");
+    }
+
+    #[test]
+    fn http_listen_defaults_to_loopback_9881() {
+        let a = parse(&["--db", ":memory:"]);
+        let c = Config::from_args(&a, None, |_| None).unwrap();
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9881");
+        assert_eq!(Config::default().http_listen, c.http_listen);
+        let a = parse(&["--http-listen", "127.0.0.1:0", "--db", ":memory:"]);
+        let c = Config::from_args(&a, None, |_| None).unwrap();
+        assert_eq!(c.http_listen.port(), 0);
+        let a = parse(&["--http-listen", "nope", "--db", ":memory:"]);
+        let e = Config::from_args(&a, None, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--http-listen nope:"), "{e}");
     }
 
     fn a_default() -> ServeArgs {

@@ -11,7 +11,9 @@
 //! - [`store`] is the SQLite file everything is written through; [`persist`] maps
 //!   memory to rows and back;
 //! - [`manager`] is the core every front door calls;
-//! - [`api`] holds the front doors: JSON-RPC over NDJSON and the addon-compatible port;
+//! - [`api`] holds the front doors: JSON-RPC over NDJSON, the addon-compatible port
+//!   and HTTP (REST, seed 000's queue routes, health);
+//! - [`metrics`] counts commands and queue waits for `GET /metrics` (Prometheus);
 //! - [`server`] binds and runs it all; [`config`] validates flags;
 //! - [`cli`] is the command-line client of a running manager;
 //! - [`mcp`] is the stdio MCP server over a running manager (`mcp` subcommand);
@@ -27,6 +29,7 @@ pub mod jobs;
 pub mod logging;
 pub mod manager;
 pub mod mcp;
+pub mod metrics;
 pub mod mock_blender;
 pub mod persist;
 pub mod raw_json;

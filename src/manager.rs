@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::ManagerError;
 use crate::jobs::job::{JobRecord, JobResult};
 use crate::jobs::{Job, JobKind, JobStatus, JobTable};
+use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::raw_json::RawJson;
 use crate::session::actor::{ActorLimits, SessionActor};
@@ -49,6 +50,7 @@ pub struct Manager {
     started: Instant,
     started_unix: f64,
     listeners: parking_lot::Mutex<Vec<(String, String)>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What `send_command` answers: the outcome, the job still running, or the job
@@ -88,6 +90,7 @@ impl Manager {
             started: Instant::now(),
             started_unix: unix_now(),
             listeners: Default::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -105,6 +108,11 @@ impl Manager {
 
     pub fn store(&self) -> &Store {
         self.persist.store()
+    }
+
+    /// What `GET /metrics` reports.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Tasks spawned on behalf of sessions and connections.
@@ -184,6 +192,7 @@ impl Manager {
             rx,
             limits,
             self.persist.clone(),
+            self.metrics.clone(),
         );
         let (ready_tx, ready_rx) = oneshot::channel();
         self.tasks.spawn(actor.run(ready_tx));

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::api::{compat, jsonrpc};
+use crate::api::{compat, http, jsonrpc};
 use crate::config::Config;
 use crate::jobs::sweeper;
 use crate::manager::Manager;
@@ -79,6 +79,7 @@ pub struct Server {
     pub manager: Arc<Manager>,
     pub rpc_addr: SocketAddr,
     pub compat_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     tasks: JoinSet<()>,
     /// Released when the server is dropped.
     _db_lock: Option<std::fs::File>,
@@ -108,22 +109,31 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             .expect("store open task")?;
     let rpc = bind("--listen", config.listen).await?;
     let compat = bind("--compat-listen", config.compat_listen).await?;
+    let http_listener = bind("--http-listen", config.http_listen).await?;
     let rpc_addr = rpc.local_addr().expect("bound");
     let compat_addr = compat.local_addr().expect("bound");
+    let http_addr = http_listener.local_addr().expect("bound");
     let manager = Manager::with_store(config, store);
     manager.restore(restored).await;
     manager.add_listener("jsonrpc", rpc_addr.to_string());
     manager.add_listener("compat", compat_addr.to_string());
+    manager.add_listener("http", http_addr.to_string());
     let shutdown = manager.shutdown_token().clone();
     let mut tasks = JoinSet::new();
     tasks.spawn(jsonrpc::serve(rpc, manager.clone(), shutdown.clone()));
     tasks.spawn(compat::serve(compat, manager.clone(), shutdown.clone()));
+    tasks.spawn(http::serve(
+        http_listener,
+        manager.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(reaper::run(manager.clone(), shutdown.clone()));
     tasks.spawn(sweeper::run(manager.clone(), shutdown.clone()));
     info!(
         blender = %manager.config().blender,
         jsonrpc = %rpc_addr,
         compat = %compat_addr,
+        http = %http_addr,
         idle_timeout_s = manager.config().idle_timeout.as_secs_f64(),
         db = %manager.config().db,
         "session manager started"
@@ -132,6 +142,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         manager,
         rpc_addr,
         compat_addr,
+        http_addr,
         tasks,
         _db_lock: db_lock,
     })

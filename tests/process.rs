@@ -44,6 +44,8 @@ impl Manager {
                 "127.0.0.1:0",
                 "--compat-listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .stderr(Stdio::piped())
@@ -239,6 +241,8 @@ fn json_logs_are_one_object_per_line() {
             "--listen",
             "127.0.0.1:0",
             "--compat-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
         ])
         .args(["--blender", "127.0.0.1:1", "--log-format", "json"])

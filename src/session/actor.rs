@@ -26,6 +26,7 @@ use crate::clock::unix_now;
 use crate::error::ManagerError;
 use crate::jobs::job::envelope;
 use crate::jobs::{Job, JobKind, JobStatus};
+use crate::metrics::Metrics;
 use crate::persist::{Finished, Persist};
 use crate::raw_json::RawJson;
 
@@ -46,6 +47,7 @@ pub(crate) struct SessionActor {
     rx: mpsc::UnboundedReceiver<SessionMsg>,
     limits: ActorLimits,
     persist: Persist,
+    metrics: Arc<Metrics>,
 }
 
 impl SessionActor {
@@ -55,6 +57,7 @@ impl SessionActor {
         rx: mpsc::UnboundedReceiver<SessionMsg>,
         limits: ActorLimits,
         persist: Persist,
+        metrics: Arc<Metrics>,
     ) -> Self {
         SessionActor {
             session,
@@ -62,6 +65,7 @@ impl SessionActor {
             rx,
             limits,
             persist,
+            metrics,
         }
     }
 
@@ -160,6 +164,8 @@ impl SessionActor {
         let Some(started) = job.start(&self.persist).await else {
             return;
         };
+        self.metrics
+            .job_started((unix_now() - job.created_at).max(0.0));
         // `processing` is on disk before Blender sees the command: after a crash the
         // job is reported as interrupted, never run a second time.
         self.persist.settle(started, &job.id).await;
@@ -334,6 +340,8 @@ impl SessionActor {
         } else {
             status
         };
+        self.metrics
+            .command_finished(&req.command_type, status, duration);
         match &result {
             Ok(reply) => info!(
                 session = %self.session.id, command = %req.command_type, seq,

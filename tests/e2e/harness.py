@@ -111,6 +111,7 @@ def start_manager(blender: tuple[str, int], db: Path) -> Manager:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_MANAGER_", "BLENDER_"))}
     p = Process(
         [str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0",
+         "--http-listen", "127.0.0.1:0",
          "--blender", f"{host}:{port}", "--db", str(db)],
         env=env,
     )

@@ -30,6 +30,7 @@ pub fn config(blender: BackendAddr) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         compat_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
         blender,
         ..Config::default()
     }
