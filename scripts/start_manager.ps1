@@ -167,7 +167,7 @@ try {
             }
         }
     }
-    Say "starting the manager: JSON-RPC 127.0.0.1:9880, addon-compatible 127.0.0.1:9877 (Ctrl-C stops)"
+    Say "starting the manager (defaults: JSON-RPC 127.0.0.1:9880, addon-compatible 127.0.0.1:9877, HTTP 127.0.0.1:9881; Ctrl-C stops)"
     & $Bin serve --blender "${BlenderHost}:${BlenderPort}" @ManagerArgs
     exit $LASTEXITCODE
 } finally {

@@ -136,7 +136,7 @@ else
     say "(start Blender with the addon, or rerun with --with-blender for a headless one)"
 fi
 
-say "starting the manager (defaults: JSON-RPC 127.0.0.1:9880, addon-compatible 127.0.0.1:9877; its log names the real ones; Ctrl-C stops)"
+say "starting the manager (defaults: JSON-RPC 127.0.0.1:9880, addon-compatible 127.0.0.1:9877, HTTP 127.0.0.1:9881; its log names the real ones; Ctrl-C stops)"
 "$bin" serve --blender "$host:$port" "${passthrough[@]}" &
 manager_pid=$!
 trap 'kill -TERM "$manager_pid" 2>/dev/null || true' INT TERM
