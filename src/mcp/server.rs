@@ -62,7 +62,7 @@ impl std::fmt::Debug for BlenderMcp {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionArgs {
-    /// Name of the Blender backend to use when the manager has several (default: its first)
+    /// The Blender backend to use, as HOST:PORT; it must be the manager's own (this version drives one)
     #[serde(default)]
     pub backend: Option<String>,
     /// Free-form labels stored with the session, e.g. {"task": "product shot"}

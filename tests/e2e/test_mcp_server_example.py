@@ -102,7 +102,7 @@ def test_launcher_start_mcp_serves_the_example_over_http(blender: tuple[str, int
     p = subprocess.Popen(
         ["bash", str(LAUNCHER), "--manager-bin", str(manager_binary()), "--blender-port", str(blender[1]),
          "--start-mcp", "--mcp-port", str(mcp_port),
-         "--", "--listen", f"127.0.0.1:{rpc}", "--compat-listen", "127.0.0.1:0", "--db", ":memory:"],
+         "--", "--listen", f"127.0.0.1:{rpc}", "--compat-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--db", ":memory:"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env(), start_new_session=True)
     lines: List[str] = []
     try:

@@ -241,7 +241,7 @@ def test_launcher_start_ollama_without_ollama_installed_goes_on(blender: tuple[s
     env["PATH"] = path
     p = subprocess.Popen(
         ["bash", str(LAUNCHER), "--manager-bin", str(manager_binary()), "--blender-port", str(blender[1]),
-         "--start-ollama", "--", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0", "--db", ":memory:"],
+         "--start-ollama", "--", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--db", ":memory:"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     lines: List[str] = []
     try:

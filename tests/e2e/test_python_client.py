@@ -277,7 +277,7 @@ def test_an_idle_connection_closed_by_the_manager_is_replaced(client: SessionMan
 @pytest.fixture()
 def token_manager(blender: tuple[str, int]) -> Iterator[tuple[str, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_MANAGER_", "BLENDER_"))}
-    p = Process([str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0",
+    p = Process([str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                  "--blender", "%s:%d" % blender, "--db", ":memory:", "--token", "s3cret"], env=env)
     try:
         m = p.wait_line(r"session manager started .*jsonrpc=(\S+)")
