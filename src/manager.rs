@@ -372,16 +372,21 @@ impl Manager {
         let handle = self.session(id)?;
         let session = &handle.session;
         session.touch();
-        let state = {
-            let mut d = session.data.lock();
-            d.state.merge(keys)?;
-            d.state.clone()
-        };
+        // Merge into a copy, commit that, and only then change the live state: a
+        // failed write leaves nothing behind. The merge is applied to the live
+        // state again (not replaced by the copy) so a command finishing meanwhile
+        // keeps its own updates.
+        let mut row = Persist::session_row(session);
+        let mut next = session.state();
+        next.merge(keys.clone())?;
+        row.state = serde_json::to_string(&next).unwrap_or_else(|_| row.state.clone());
         self.persist
-            .session_changed(session)
+            .session_row_changed(row)
             .await
             .map_err(|e| ManagerError::Internal(format!("could not record the state: {e}")))?;
-        Ok(state)
+        let mut d = session.data.lock();
+        d.state.merge(keys)?;
+        Ok(d.state.clone())
     }
 
     /// History of a live or closed session: from memory, else from the store.

@@ -269,9 +269,8 @@ impl Persist {
         self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
 
-    /// The session's row changed (state by hand): answer after commit.
-    pub async fn session_changed(&self, session: &Session) -> Result<(), StoreError> {
-        let row = Self::session_row(session);
+    /// A session row built by the caller (state about to change): answer after commit.
+    pub async fn session_row_changed(&self, row: SessionRow) -> Result<(), StoreError> {
         self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
 
