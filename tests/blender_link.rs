@@ -297,53 +297,7 @@ async fn never_two_requests_in_flight_and_commands_run_in_order() {
         "work",
         MockAction::Delay(Duration::from_millis(2), Box::new(MockAction::Default)),
     );
-    let mut setup = h.rpc().await;
-    let id = setup.create().await;
-    // 100 callers on separate connections, all on one session.
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let addr = h.server.rpc_addr;
-        let id = id.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rpc = Rpc::connect(addr).await;
-            let r = rpc
-                .ok(
-                    "send_command",
-                    json!({"session_id": id, "command_type": "work", "params": {"i": i}}),
-                )
-                .await;
-            assert_eq!(
-                r["result"]["params"]["i"], i,
-                "every reply matched to its request"
-            );
-            r["seq"].as_u64().unwrap()
-        }));
-    }
-    let mut seqs = Vec::new();
-    for t in tasks {
-        seqs.push(t.await.unwrap());
-    }
-    seqs.sort();
-    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
-    assert_eq!(h.mock.violations(), 0);
-    // FIFO: Blender saw the commands in seq order.
-    let hist = setup
-        .ok(
-            "get_session_history",
-            json!({"session_id": id, "limit": 100}),
-        )
-        .await;
-    let order: Vec<_> = hist
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["params"]["i"].clone())
-        .collect();
-    let seen: Vec<_> = h
-        .mock
-        .requests_of("work")
-        .iter()
-        .map(|r| r["params"]["i"].clone())
-        .collect();
-    assert_eq!(order, seen);
+    // 100 callers on separate connections, all on one session (the same workload
+    // runs through a fragmenting link in tests/faults.rs).
+    support::chaos::callers_on_one_session(&h, 100).await;
 }

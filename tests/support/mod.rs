@@ -2,6 +2,8 @@
 //! raw NDJSON JSON-RPC connection.
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
