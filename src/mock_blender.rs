@@ -222,6 +222,8 @@ impl Drop for MockBlender {
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
     shared.open.fetch_add(1, Ordering::SeqCst);
+    // Waiters on `open_connections` rise too (the accept loop's notice came first).
+    shared.changed.notify_waiters();
     let (read, mut write) = stream.into_split();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
