@@ -34,6 +34,12 @@ use crate::session::{
 };
 use crate::store::{Restored, Store};
 
+/// Finished jobs kept (memory and store), newest first, whatever the TTL says: every
+/// command is a job, so under load the TTL alone would keep millions.
+pub const MAX_FINISHED_JOBS: usize = 10_000;
+/// Bytes of finished jobs' results kept, newest first.
+pub const MAX_FINISHED_JOB_BYTES: usize = 256 * 1024 * 1024;
+
 /// Closed sessions stay readable in the store this long.
 pub const CLOSED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -288,6 +294,11 @@ impl Manager {
             return Err(e);
         }
         info!(session = %session_id, job = %job.id, job_type = %job.job_type(), "job submitted");
+        drop(_in_order);
+        // Between sweeps, enforce the bounds on what is kept every so often.
+        if job.ord % 1024 == 0 {
+            self.prune_jobs().await;
+        }
         Ok(job)
     }
 
@@ -354,7 +365,12 @@ impl Manager {
 
     /// Prunes finished jobs past the TTL, and long-closed sessions from the store.
     pub async fn prune_jobs(&self) {
-        let pruned = self.jobs.prune(self.config.job_ttl, Instant::now());
+        let pruned = self.jobs.prune(
+            self.config.job_ttl,
+            Instant::now(),
+            MAX_FINISHED_JOBS,
+            MAX_FINISHED_JOB_BYTES,
+        );
         if !pruned.is_empty() {
             tracing::debug!(count = pruned.len(), "pruned finished jobs");
         }

@@ -450,7 +450,12 @@ fn live_heap_less_mock_log(h: &Harness) -> i64 {
     h.server
         .manager
         .jobs()
-        .prune(Duration::ZERO, Instant::now() + Duration::from_secs(1));
+        .prune(
+            Duration::ZERO,
+            Instant::now() + Duration::from_secs(1),
+            usize::MAX,
+            usize::MAX,
+        );
     let live = LIVE_HEAP.load(Ordering::SeqCst);
     let log = h.mock.requests();
     let log_bytes = LIVE_HEAP.load(Ordering::SeqCst) - live;

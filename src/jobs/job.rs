@@ -385,6 +385,13 @@ impl Job {
         self.state.lock().outcome.take()
     }
 
+    /// Bytes of results this job keeps in memory.
+    pub fn kept_bytes(&self) -> usize {
+        let st = self.state.lock();
+        st.result.as_ref().map_or(0, RawJson::len)
+            + st.results.iter().map(RawJson::len).sum::<usize>()
+    }
+
     pub fn finished_instant(&self) -> Option<Instant> {
         self.state.lock().finished_instant
     }

@@ -184,10 +184,17 @@ impl JobTable {
             .collect()
     }
 
-    /// Removes jobs finished more than `ttl` ago; returns their ids.
-    pub fn prune(&self, ttl: Duration, now: Instant) -> Vec<String> {
+    /// Removes jobs finished more than `ttl` ago, then the oldest finished jobs
+    /// beyond `max_kept` jobs or `max_bytes` of kept results; returns their ids.
+    pub fn prune(
+        &self,
+        ttl: Duration,
+        now: Instant,
+        max_kept: usize,
+        max_bytes: usize,
+    ) -> Vec<String> {
         let mut inner = self.inner.lock();
-        let expired: Vec<String> = inner
+        let mut expired: std::collections::HashSet<String> = inner
             .jobs
             .values()
             .filter(|j| {
@@ -196,6 +203,24 @@ impl JobTable {
             })
             .map(|j| j.id.clone())
             .collect();
+        // Bounds: walk finished jobs newest first, keeping them while both budgets last.
+        let (mut kept, mut bytes) = (0usize, 0usize);
+        let mut over = Vec::new();
+        for id in inner.order.iter().rev() {
+            let Some(job) = inner.jobs.get(id) else {
+                continue;
+            };
+            if job.finished_instant().is_none() || expired.contains(id) {
+                continue;
+            }
+            kept += 1;
+            bytes += job.kept_bytes();
+            if kept > max_kept || bytes > max_bytes {
+                over.push(id.clone());
+            }
+        }
+        expired.extend(over);
+        let expired: Vec<String> = expired.into_iter().collect();
         for id in &expired {
             inner.jobs.remove(id);
         }
@@ -255,4 +280,61 @@ impl JobTable {
 pub struct JobCounts {
     pub pending: usize,
     pub total: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::{Finished, Persist};
+    use crate::store::Store;
+
+    fn finish(job: &Job, bytes: usize) {
+        let persist = Persist::new(Store::open(":memory:", 10, 10).unwrap().0);
+        let result = crate::raw_json::RawJson::from_value(&"x".repeat(bytes - 2));
+        futures::executor::block_on(job.finish(
+            Finished {
+                status: JobStatus::Completed,
+                result: Some(result),
+                error: None,
+                at: 0.0,
+            },
+            None,
+            &persist,
+        ));
+    }
+
+    fn single() -> JobKind {
+        JobKind::Single {
+            command_type: "ping".into(),
+            params: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_finished_jobs_within_count_and_bytes() {
+        let t = JobTable::new(100);
+        let jobs: Vec<_> = (0..6)
+            .map(|_| t.create("s", single(), Value::Null, true).unwrap())
+            .collect();
+        for j in &jobs[..5] {
+            assert!(futures::executor::block_on(async {
+                let p = Persist::new(Store::open(":memory:", 10, 10).unwrap().0);
+                j.start(&p).await.is_some()
+            }));
+            finish(j, 100);
+        }
+        let now = Instant::now();
+        // Count bound: the 3 newest finished stay; the pending one is never pruned.
+        let gone = t.prune(Duration::from_secs(3600), now, 3, usize::MAX);
+        let mut gone_sorted = gone.clone();
+        gone_sorted.sort();
+        let mut want = vec![jobs[0].id.clone(), jobs[1].id.clone()];
+        want.sort();
+        assert_eq!(gone_sorted, want);
+        assert!(t.get(&jobs[5].id).is_ok());
+        // Byte bound: 250 bytes keeps two of the 100-byte results.
+        let gone = t.prune(Duration::from_secs(3600), now, usize::MAX, 250);
+        assert_eq!(gone, vec![jobs[2].id.clone()]);
+        assert_eq!(t.len(), 3);
+    }
 }
