@@ -447,15 +447,12 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 /// of the log costs what the log costs), with every finished job dropped: jobs are
 /// kept until --job-ttl by design, and counted before this is called.
 fn live_heap_less_mock_log(h: &Harness) -> i64 {
-    h.server
-        .manager
-        .jobs()
-        .prune(
-            Duration::ZERO,
-            Instant::now() + Duration::from_secs(1),
-            usize::MAX,
-            usize::MAX,
-        );
+    h.server.manager.jobs().prune(
+        Duration::ZERO,
+        Instant::now() + Duration::from_secs(1),
+        usize::MAX,
+        usize::MAX,
+    );
     let live = LIVE_HEAP.load(Ordering::SeqCst);
     let log = h.mock.requests();
     let log_bytes = LIVE_HEAP.load(Ordering::SeqCst) - live;
