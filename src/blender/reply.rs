@@ -55,10 +55,16 @@ struct Envelope<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     message: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "_state")]
+    #[serde(borrow, default, rename = "_state", deserialize_with = "present")]
     state: Option<&'a RawValue>,
     #[serde(borrow, default)]
     traceback: Option<&'a RawValue>,
+}
+
+/// `Some` for any value, `null` included: a plain `Option` reads `"_state": null` as absent,
+/// which would leave the member in the relayed bytes.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 impl BlenderReply {
@@ -149,10 +155,10 @@ fn cut_member(b: &[u8], value: Range<usize>, key: &[u8]) -> Option<(usize, usize
     while i > 0 && ws(b[i - 1]) {
         i -= 1;
     }
-    if i < key.len() || &b[i - key.len()..i] != key {
+    let key_start = string_start(b, i)?;
+    if !key_is(&b[key_start..i], key) {
         return None;
     }
-    let key_start = i - key.len();
     let mut before = key_start;
     while before > 0 && ws(b[before - 1]) {
         before -= 1;
@@ -175,7 +181,31 @@ fn cut_member(b: &[u8], value: Range<usize>, key: &[u8]) -> Option<(usize, usize
     }
 }
 
-/// The span of the value of top-level member `key` (quoted, without escapes) in
+/// Start of the JSON string whose closing quote is `b[end - 1]`: the first `"` before it that
+/// is not escaped (preceded by an even number of backslashes).
+fn string_start(b: &[u8], end: usize) -> Option<usize> {
+    if end == 0 || b[end - 1] != b'"' {
+        return None;
+    }
+    let mut j = end - 1;
+    while j > 0 {
+        j -= 1;
+        if b[j] == b'"' && b[..j].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0 {
+            return Some(j);
+        }
+    }
+    None
+}
+
+/// Whether the quoted JSON string `text` is the quoted `key`, escapes (`"\u005fstate"`) decoded.
+fn key_is(text: &[u8], key: &[u8]) -> bool {
+    text == key
+        || (text.contains(&b'\\')
+            && serde_json::from_slice::<String>(text)
+                .is_ok_and(|k| key.len() >= 2 && k.as_bytes() == &key[1..key.len() - 1]))
+}
+
+/// The span of the value of top-level member `key` (quoted, escapes allowed) in
 /// the object `b`, found by a scan that skips strings and nested values.
 fn top_level_value(b: &[u8], key: &[u8]) -> Option<Range<usize>> {
     let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
@@ -193,7 +223,7 @@ fn top_level_value(b: &[u8], key: &[u8]) -> Option<Range<usize>> {
                 }
                 i += 1;
                 last_end = i;
-                if depth == 1 && value_start.is_none() && &b[start..i.min(b.len())] == key {
+                if depth == 1 && value_start.is_none() && key_is(&b[start..i.min(b.len())], key) {
                     let mut j = i;
                     while j < b.len() && ws(b[j]) {
                         j += 1;
