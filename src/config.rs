@@ -38,7 +38,8 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9881"
     )]
     pub http_listen: String,
-    /// Blender addon address HOST:PORT (default 127.0.0.1:9876, or BLENDER_HOST/BLENDER_PORT)
+    /// Blender backend [NAME=]HOST:PORT[/WEIGHT]; repeat (or separate with commas) for
+    /// several (default 127.0.0.1:9876, or BLENDER_HOST/BLENDER_PORT)
     #[arg(long, env = "SESSION_MANAGER_BLENDER", value_delimiter = ',')]
     pub blender: Vec<String>,
     /// Seconds without activity after which a session is closed
@@ -53,6 +54,18 @@ pub struct ServeArgs {
     /// Seconds to wait for a TCP connect to Blender
     #[arg(long, env = "SESSION_MANAGER_CONNECT_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
+    /// Seconds a graceful stop lets running commands finish before exiting anyway
+    #[arg(long, env = "SESSION_MANAGER_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+    /// Seconds between health probes of each backend (while none of its commands runs)
+    #[arg(long, env = "SESSION_MANAGER_HEALTH_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    pub health_interval: Duration,
+    /// Seconds a health probe may take before it counts as failed
+    #[arg(long, env = "SESSION_MANAGER_HEALTH_TIMEOUT", default_value = "3", value_parser = parse_seconds)]
+    pub health_timeout: Duration,
+    /// Failed probes in a row after which a backend is marked down
+    #[arg(long, env = "SESSION_MANAGER_HEALTH_FAILURES", default_value_t = 3)]
+    pub health_failures: u32,
     /// Seconds `send_command` waits before answering `pending` with a job id
     #[arg(long, env = "SESSION_MANAGER_SYNC_WAIT", default_value = "30", value_parser = parse_seconds)]
     pub sync_wait: Duration,
@@ -119,18 +132,129 @@ impl std::str::FromStr for BackendAddr {
     }
 }
 
+/// One Blender backend: a name (unique; the address when not given), its address,
+/// and its weight in placement (a backend of weight 2 takes twice the sessions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub name: String,
+    pub address: BackendAddr,
+    pub weight: u32,
+}
+
+impl BackendSpec {
+    pub fn new(address: BackendAddr) -> Self {
+        BackendSpec {
+            name: address.to_string(),
+            address,
+            weight: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.name != self.address.to_string() {
+            write!(f, "{}=", self.name)?;
+        }
+        write!(f, "{}", self.address)?;
+        if self.weight != 1 {
+            write!(f, "/{}", self.weight)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for BackendSpec {
+    type Err = String;
+    /// `[NAME=]HOST:PORT[/WEIGHT]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (name, rest) = match s.split_once('=') {
+            Some((n, r)) => (Some(n.trim()), r),
+            None => (None, s),
+        };
+        let (addr, weight) = match rest.rsplit_once('/') {
+            Some((a, w)) => {
+                let w: u32 = w
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?}: weight {w:?} is not a whole number from 1 up"))?;
+                (a, w)
+            }
+            None => (rest, 1),
+        };
+        let address: BackendAddr = addr.parse()?;
+        let spec = BackendSpec {
+            name: name
+                .map(str::to_string)
+                .unwrap_or_else(|| address.to_string()),
+            address,
+            weight,
+        };
+        spec.check().map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(spec)
+    }
+}
+
+impl BackendSpec {
+    /// Name and weight rules shared by flags and the config file.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("empty backend name".into());
+        }
+        if self
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c == ',' || c == '=')
+        {
+            return Err(format!(
+                "backend name {:?} may not contain spaces, commas or '='",
+                self.name
+            ));
+        }
+        if self.weight == 0 {
+            return Err("weight must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Refuses two backends with one name or one address.
+pub fn check_backends(backends: &[BackendSpec]) -> Result<(), String> {
+    if backends.is_empty() {
+        return Err("no Blender backend configured".into());
+    }
+    for (i, b) in backends.iter().enumerate() {
+        b.check()?;
+        for other in &backends[..i] {
+            if other.name == b.name {
+                return Err(format!("two backends are named {:?}", b.name));
+            }
+            if other.address == b.address {
+                return Err(format!("two backends have the address {}", b.address));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub compat_listen: SocketAddr,
     pub http_listen: SocketAddr,
-    pub blender: BackendAddr,
+    /// Blender backends, in the order given (at least one).
+    pub backends: Vec<BackendSpec>,
     pub idle_timeout: Duration,
     pub sweep_interval: Duration,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
     pub sync_wait: Duration,
+    pub shutdown_timeout: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_failures: u32,
     pub max_sessions: usize,
     pub max_queue: usize,
     pub job_ttl: Duration,
@@ -155,15 +279,19 @@ impl Default for Config {
             listen: "127.0.0.1:9880".parse().unwrap(),
             compat_listen: "127.0.0.1:9877".parse().unwrap(),
             http_listen: "127.0.0.1:9881".parse().unwrap(),
-            blender: BackendAddr {
+            backends: vec![BackendSpec::new(BackendAddr {
                 host: "127.0.0.1".into(),
                 port: 9876,
-            },
+            })],
             idle_timeout: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(60),
             command_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(5),
             sync_wait: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(3),
+            health_failures: 3,
             max_sessions: 1000,
             max_queue: 100,
             job_ttl: Duration::from_secs(3600),
@@ -197,27 +325,26 @@ impl Config {
         let listen = resolve_listen("--listen", &args.listen)?;
         let compat_listen = resolve_listen("--compat-listen", &args.compat_listen)?;
         let http_listen = resolve_listen("--http-listen", &args.http_listen)?;
-        let blender = match args.blender.iter().find(|s| !s.trim().is_empty()) {
-            Some(first) => first
-                .parse::<BackendAddr>()
-                .map_err(|e| ConfigError(format!("--blender {e}")))?,
-            None => {
-                let host = env("BLENDER_HOST").unwrap_or_else(|| "127.0.0.1".into());
-                let port = match env("BLENDER_PORT") {
-                    Some(p) => p.trim().parse::<u16>().map_err(|_| {
-                        ConfigError(format!("BLENDER_PORT {p:?} is not a port number"))
-                    })?,
-                    None => 9876,
-                };
-                BackendAddr { host, port }
-            }
-        };
-        if args.blender.iter().filter(|s| !s.trim().is_empty()).count() > 1 {
-            return Err(ConfigError(
-                "--blender was given more than once: this version drives one Blender backend"
-                    .into(),
-            ));
+        let mut backends = Vec::new();
+        for given in args.blender.iter().filter(|s| !s.trim().is_empty()) {
+            backends.push(
+                given
+                    .parse::<BackendSpec>()
+                    .map_err(|e| ConfigError(format!("--blender {e}")))?,
+            );
         }
+        if backends.is_empty() {
+            let host = env("BLENDER_HOST").unwrap_or_else(|| "127.0.0.1".into());
+            let port = match env("BLENDER_PORT") {
+                Some(p) => p
+                    .trim()
+                    .parse::<u16>()
+                    .map_err(|_| ConfigError(format!("BLENDER_PORT {p:?} is not a port number")))?,
+                None => 9876,
+            };
+            backends.push(BackendSpec::new(BackendAddr { host, port }));
+        }
+        check_backends(&backends).map_err(|e| ConfigError(format!("--blender: {e}")))?;
         let token = token.filter(|t| !t.is_empty());
         for (flag, address) in [("--listen", listen), ("--http-listen", http_listen)] {
             if token.is_none() && !address.ip().is_loopback() {
@@ -237,10 +364,15 @@ impl Config {
             ("--sweep-interval", args.sweep_interval),
             ("--command-timeout", args.command_timeout),
             ("--connect-timeout", args.connect_timeout),
+            ("--health-interval", args.health_interval),
+            ("--health-timeout", args.health_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{flag} must be above 0 seconds")));
             }
+        }
+        if args.health_failures == 0 {
+            return Err(ConfigError("--health-failures must be at least 1".into()));
         }
         if args.max_frame_bytes < 1024 {
             return Err(ConfigError(
@@ -260,12 +392,16 @@ impl Config {
             listen,
             compat_listen,
             http_listen,
-            blender,
+            backends,
             idle_timeout: args.idle_timeout,
             sweep_interval: args.sweep_interval,
             command_timeout: args.command_timeout,
             connect_timeout: args.connect_timeout,
             sync_wait: args.sync_wait,
+            shutdown_timeout: args.shutdown_timeout,
+            health_interval: args.health_interval,
+            health_timeout: args.health_timeout,
+            health_failures: args.health_failures,
             max_sessions: args.max_sessions,
             max_queue: args.max_queue,
             job_ttl: args.job_ttl,
@@ -354,10 +490,57 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert_eq!(c.blender.to_string(), "10.0.0.5:7777");
+        assert_eq!(c.backends[0].address.to_string(), "10.0.0.5:7777");
         let a = parse(&["--blender", "localhost:9999", "--db", ":memory:"]);
         let c = Config::from_args(&a, None, |_| Some("1".into())).unwrap();
-        assert_eq!(c.blender.to_string(), "localhost:9999");
+        assert_eq!(c.backends[0].address.to_string(), "localhost:9999");
+    }
+
+    #[test]
+    fn several_backends_with_names_and_weights() {
+        let a = parse(&[
+            "--blender",
+            "a=127.0.0.1:9001/3,127.0.0.1:9002",
+            "--blender",
+            "c=localhost:9003",
+            "--db",
+            ":memory:",
+        ]);
+        let c = Config::from_args(&a, None, |_| None).unwrap();
+        let got: Vec<String> = c
+            .backends
+            .iter()
+            .map(|b| format!("{}|{}|{}", b.name, b.address, b.weight))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a|127.0.0.1:9001|3",
+                "127.0.0.1:9002|127.0.0.1:9002|1",
+                "c|localhost:9003|1"
+            ]
+        );
+        assert_eq!(c.backends[0].to_string(), "a=127.0.0.1:9001/3");
+        assert_eq!(c.backends[1].to_string(), "127.0.0.1:9002");
+        for (bad, why) in [
+            (
+                "a=127.0.0.1:1,a=127.0.0.1:2",
+                "two backends are named \"a\"",
+            ),
+            (
+                "127.0.0.1:1,x=127.0.0.1:1",
+                "two backends have the address 127.0.0.1:1",
+            ),
+            ("a=127.0.0.1:1/0", "weight must be at least 1"),
+            ("a=127.0.0.1:1/x", "weight \"x\""),
+            ("=127.0.0.1:1", "empty backend name"),
+        ] {
+            let a = parse(&["--blender", bad, "--db", ":memory:"]);
+            let e = Config::from_args(&a, None, |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("--blender") && e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the manager (the default when no subcommand is given)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a stdio MCP server over a running manager (for Claude Desktop, Cursor, Claude Code)
     Mcp(McpArgs),
     #[command(flatten)]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command.expect("a subcommand is always set") {
-        Command::Serve(args) => runtime.block_on(serve(args, cli.global)),
+        Command::Serve(args) => runtime.block_on(serve(*args, cli.global)),
         Command::Mcp(args) => {
             // stdout carries the MCP protocol only: logs go to stderr.
             let _guard = logging::init(Default::default(), "warn,blender_session_manager=info");

@@ -88,7 +88,7 @@ impl Manager {
             jobs: JobTable::new(config.max_queue),
             persist: Persist::new(store),
             registry: SessionRegistry::new(config.max_sessions, config.closed_session_limit),
-            backend: Arc::new(BackendStats::new(config.blender.clone())),
+            backend: Arc::new(BackendStats::new(config.backends[0].address.clone())),
             config,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -152,7 +152,7 @@ impl Manager {
         let handle = self.registry.insert_new(id::mint, |id| SessionHandle {
             session: Arc::new(Session::new(
                 id,
-                self.config.blender.clone(),
+                self.config.backends[0].address.clone(),
                 owner,
                 metadata,
                 self.config.history_limit,
@@ -166,7 +166,7 @@ impl Manager {
                 "could not record the session: {e}"
             )));
         }
-        info!(session = %handle.id(), backend = %self.config.blender, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
+        info!(session = %handle.id(), backend = %self.config.backends[0].address, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
         let ready_rx = self.spawn_session(&handle, rx, true);
         let _ = ready_rx.await;
         Ok(handle)
@@ -491,7 +491,7 @@ impl Manager {
             let backend = row
                 .backend
                 .parse()
-                .unwrap_or_else(|_| self.config.blender.clone());
+                .unwrap_or_else(|_| self.config.backends[0].address.clone());
             let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
             let session = Session::new(
                 row.id.clone(),

@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tasks.spawn(reaper::run(manager.clone(), shutdown.clone()));
     tasks.spawn(sweeper::run(manager.clone(), shutdown.clone()));
     info!(
-        blender = %manager.config().blender,
+        blender = %manager.config().backends[0].address,
         jsonrpc = %rpc_addr,
         compat = %compat_addr,
         http = %http_addr,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use blender_session_manager::config::Config;
+use blender_session_manager::config::{BackendSpec, Config};
 use blender_session_manager::manager::Manager;
 use blender_session_manager::session::CloseReason;
 use blender_session_manager::store::{Restored, RestoredSession, SessionRow};
@@ -75,7 +75,7 @@ pub fn run(n: usize, scan_runs: usize) -> std::io::Result<SweepResult> {
     rt.block_on(async move {
         let config = Config {
             max_sessions: n * 2,
-            blender: "127.0.0.1:9".parse().expect("address"),
+            backends: vec![BackendSpec::new("127.0.0.1:9".parse().expect("address"))],
             ..Config::default()
         };
         let manager = Manager::new(config);

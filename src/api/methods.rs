@@ -190,7 +190,7 @@ pub async fn call(
             let metadata = p.opt_value("metadata").unwrap_or(Value::Null);
             p.finish()?;
             if let Some(b) = backend {
-                let ours = manager.config().blender.to_string();
+                let ours = manager.config().backends[0].address.to_string();
                 if b != ours {
                     return Err(ManagerError::invalid_params(
                         "backend",

@@ -7,7 +7,7 @@ pub mod chaos;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use blender_session_manager::config::{BackendAddr, Config};
+use blender_session_manager::config::{BackendAddr, BackendSpec, Config};
 use blender_session_manager::mock_blender::MockBlender;
 use blender_session_manager::server::{self, Server};
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ pub fn config(blender: BackendAddr) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         compat_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        blender,
+        backends: vec![BackendSpec::new(blender)],
         ..Config::default()
     }
 }
