@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::blender::backend::BackendStats;
 use crate::blender::link::{BlenderLink, LinkSettings};
+use crate::blender::pool::{BackendPool, HealthSettings};
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigError};
 use crate::error::ManagerError;
@@ -29,7 +29,7 @@ use crate::raw_json::RawJson;
 use crate::session::actor::{ActorLimits, SessionActor};
 use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionOwner};
 use crate::session::{
-    id, CloseReason, CommandOrigin, CommandOutcome, HistoryEntry, SceneState, Session,
+    id, CommandOrigin, CommandOutcome, DisconnectReason, HistoryEntry, SceneState, Session,
     SessionHandle, SessionRegistry, Snapshot,
 };
 use crate::store::{Restored, Store};
@@ -49,12 +49,15 @@ pub const CLOSED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
 pub struct Manager {
-    config: Config,
+    /// Replaced whole by a reload; readers take a cheap `Arc` copy.
+    config: parking_lot::RwLock<Arc<Config>>,
     config_loader: parking_lot::Mutex<Option<ConfigLoader>>,
+    /// Serialises reloads.
+    reloading: tokio::sync::Mutex<()>,
     registry: SessionRegistry,
     jobs: JobTable,
     persist: Persist,
-    backend: Arc<BackendStats>,
+    pool: Arc<BackendPool>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Cancelled once in-flight commands have finished at shutdown.
@@ -94,9 +97,14 @@ impl Manager {
             jobs: JobTable::new(config.max_queue),
             persist: Persist::new(store),
             registry: SessionRegistry::new(config.max_sessions, config.closed_session_limit),
-            backend: Arc::new(BackendStats::new(config.backends[0].address.clone())),
-            config,
+            pool: Arc::new(BackendPool::new(
+                &config.backends,
+                link_settings(&config),
+                health_settings(&config),
+            )),
+            config: parking_lot::RwLock::new(Arc::new(config)),
             config_loader: Default::default(),
+            reloading: Default::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             drained: CancellationToken::new(),
@@ -107,8 +115,14 @@ impl Manager {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force now (a reload swaps it).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// The backends and the pause switches.
+    pub fn pool(&self) -> &Arc<BackendPool> {
+        &self.pool
     }
 
     /// Installs how `reload_config` (and SIGHUP) re-reads the configuration.
@@ -124,12 +138,122 @@ impl Manager {
                 "this manager was started without a configuration to reload".into(),
             )
         })?;
+        let _one_at_a_time = self.reloading.lock().await;
         let new = loader().map_err(|e| {
             tracing::warn!(error = %e, "configuration reload refused; keeping the running one");
             ManagerError::invalid_params("config", e.to_string())
         })?;
-        let _ = new;
-        Ok(json!({"reloaded": true}))
+        Ok(self.apply_config(new))
+    }
+
+    /// Puts a new configuration in force: timeouts and limits for what starts from
+    /// now on (a command already sent keeps its timeout), the backend list (added
+    /// ones take sessions at once, removed ones drain), probe timing. Listen
+    /// addresses, the database and the log format need a restart; they are listed.
+    pub fn apply_config(&self, new: Config) -> Value {
+        let old = self.config();
+        let changes = old.changes(&new);
+        self.registry.set_max_sessions(new.max_sessions);
+        self.jobs.set_capacity(new.max_queue);
+        let pool = self
+            .pool
+            .apply(&new.backends, link_settings(&new), health_settings(&new));
+        let applied: Vec<Value> = changes
+            .iter()
+            .filter(|c| c.live)
+            .map(|c| json!({"setting": c.setting, "old": c.old, "new": c.new}))
+            .collect();
+        let restart: Vec<Value> = changes
+            .iter()
+            .filter(|c| !c.live)
+            .map(|c| json!({"setting": c.setting, "old": c.old, "new": c.new}))
+            .collect();
+        // Settings that need a restart keep their running values.
+        let mut kept = new;
+        for c in changes.iter().filter(|c| !c.live) {
+            kept.keep_running_setting(c.setting, &old);
+        }
+        *self.config.write() = Arc::new(kept);
+        info!(
+            changed = applied.len(),
+            needs_restart = restart.len(),
+            backends_added = ?pool.added,
+            backends_retired = ?pool.retired,
+            "configuration reloaded"
+        );
+        json!({
+            "reloaded": true,
+            "applied": applied,
+            "needs_restart": restart,
+            "backends": {
+                "added": pool.added,
+                "retired": pool.retired,
+                "reweighted": pool.reweighted,
+            },
+        })
+    }
+
+    /// Holds new commands (the whole manager, or one backend's sessions) until
+    /// `resume`; running commands finish.
+    pub fn pause(&self, backend: Option<&str>) -> Result<Value, ManagerError> {
+        let changed = match backend {
+            None => self.pool.pause.set(true),
+            Some(name) => self.backend(name)?.pause.set(true),
+        };
+        if changed {
+            info!(
+                backend = backend.unwrap_or("(all)"),
+                "paused: new commands are held in their queues"
+            );
+        }
+        Ok(json!({"paused": true, "backend": backend, "changed": changed}))
+    }
+
+    /// Releases held commands, in order. Resuming a backend also forgets its failed
+    /// probes: the operator says it is back, so its sessions may try at once.
+    pub fn resume(&self, backend: Option<&str>) -> Result<Value, ManagerError> {
+        let changed = match backend {
+            None => self.pool.pause.set(false),
+            Some(name) => {
+                let b = self.backend(name)?;
+                b.reset_health();
+                b.pause.set(false)
+            }
+        };
+        if changed {
+            info!(
+                backend = backend.unwrap_or("(all)"),
+                "resumed: held commands run in order"
+            );
+        }
+        Ok(json!({"paused": false, "backend": backend, "changed": changed}))
+    }
+
+    /// Stops (or, with `drain: false`, resumes) placing new sessions on a backend.
+    pub fn drain_backend(&self, name: &str, drain: bool) -> Result<Value, ManagerError> {
+        let b = self.backend(name)?;
+        if b.set_draining(drain) {
+            info!(backend = %name, draining = drain, sessions = b.sessions(), "backend drain changed");
+        }
+        Ok(b.status())
+    }
+
+    /// Closes a session at once: its running command is abandoned (recorded as
+    /// cancelled; Blender may still run it), queued ones are refused.
+    pub async fn kill_session(&self, id: &str) -> Result<(), ManagerError> {
+        self.close_session(id, DisconnectReason::Killed).await
+    }
+
+    fn backend(&self, name: &str) -> Result<Arc<crate::blender::backend::Backend>, ManagerError> {
+        self.pool.get(name).ok_or_else(|| {
+            ManagerError::invalid_params(
+                "backend",
+                format!(
+                    "unknown backend {name:?} (configured: {})",
+                    self.pool.names().join(", ")
+                ),
+            )
+        })
     }
 
     pub fn registry(&self) -> &SessionRegistry {
@@ -173,28 +297,47 @@ impl Manager {
         owner: SessionOwner,
         metadata: Value,
     ) -> Result<SessionHandle, ManagerError> {
+        self.create_session_on(owner, metadata, None).await
+    }
+
+    /// Creates a session on the named backend, or where placement puts it.
+    pub async fn create_session_on(
+        &self,
+        owner: SessionOwner,
+        metadata: Value,
+        backend: Option<&str>,
+    ) -> Result<SessionHandle, ManagerError> {
         if self.shutdown.is_cancelled() {
             return Err(ManagerError::ShuttingDown);
         }
+        let backend = self.pool.place(backend)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let handle = self.registry.insert_new(id::mint, |id| SessionHandle {
+        let history_limit = self.config().history_limit;
+        let inserted = self.registry.insert_new(id::mint, |id| SessionHandle {
             session: Arc::new(Session::new(
                 id,
-                self.config.backends[0].address.clone(),
+                backend.clone(),
                 owner,
                 metadata,
-                self.config.history_limit,
+                history_limit,
             )),
             tx,
-        })?;
+        });
+        let handle = match inserted {
+            Ok(h) => h,
+            Err(e) => {
+                backend.session_ended();
+                return Err(e);
+            }
+        };
         if let Err(e) = self.persist.session_created(&handle).await {
             self.registry
-                .close(handle.id(), CloseReason::ClosedByCaller);
+                .close(handle.id(), DisconnectReason::ClosedByCaller);
             return Err(ManagerError::Internal(format!(
                 "could not record the session: {e}"
             )));
         }
-        info!(session = %handle.id(), backend = %self.config.backends[0].address, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
+        info!(session = %handle.id(), backend = %handle.session.backend.name, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
         let ready_rx = self.spawn_session(&handle, rx, true);
         let _ = ready_rx.await;
         Ok(handle)
@@ -208,16 +351,12 @@ impl Manager {
         rx: tokio::sync::mpsc::UnboundedReceiver<crate::session::handle::SessionMsg>,
         connect_now: bool,
     ) -> oneshot::Receiver<()> {
-        let settings = LinkSettings {
-            connect_timeout: self.config.connect_timeout,
-            command_timeout: self.config.command_timeout,
-            max_frame_bytes: self.config.max_frame_bytes,
-        };
-        let link = BlenderLink::new(settings, self.backend.clone());
+        let link = BlenderLink::new(handle.session.backend.clone());
+        let config = self.config();
         let limits = ActorLimits {
-            history_result_limit: self.config.history_result_limit,
-            snapshot_limit: self.config.snapshot_limit,
-            snapshot_scene_limit: self.config.snapshot_scene_limit,
+            history_result_limit: config.history_result_limit,
+            snapshot_limit: config.snapshot_limit,
+            snapshot_scene_limit: config.snapshot_scene_limit,
             connect_now,
         };
         let actor = SessionActor::new(
@@ -227,6 +366,7 @@ impl Manager {
             limits,
             self.persist.clone(),
             self.metrics.clone(),
+            self.pool.pause.clone(),
         );
         let (ready_tx, ready_rx) = oneshot::channel();
         self.tasks.spawn(actor.run(ready_tx));
@@ -250,7 +390,11 @@ impl Manager {
     }
 
     /// Closes a session; answered once the close is on disk.
-    pub async fn close_session(&self, id: &str, reason: CloseReason) -> Result<(), ManagerError> {
+    pub async fn close_session(
+        &self,
+        id: &str,
+        reason: DisconnectReason,
+    ) -> Result<(), ManagerError> {
         let handle = self
             .registry
             .close(id, reason)
@@ -262,8 +406,9 @@ impl Manager {
 
     /// A graceful shutdown keeps JSON-RPC sessions open in the store (they are
     /// restored on the next start); every other close is recorded.
-    async fn record_close(&self, handle: &SessionHandle, reason: CloseReason) {
-        if reason == CloseReason::Shutdown && handle.session.owner == SessionOwner::Rpc {
+    async fn record_close(&self, handle: &SessionHandle, reason: DisconnectReason) {
+        self.metrics.disconnected(reason);
+        if reason == DisconnectReason::Shutdown && handle.session.owner == SessionOwner::Rpc {
             return;
         }
         self.persist
@@ -311,7 +456,7 @@ impl Manager {
             )));
         }
         if let Err(e) = handle.enqueue_job(job.clone()) {
-            if handle.session.close_reason() == Some(CloseReason::Shutdown)
+            if handle.session.close_reason() == Some(DisconnectReason::Shutdown)
                 && handle.session.owner == SessionOwner::Rpc
             {
                 // The session is restored on the next start, and this job with it.
@@ -348,7 +493,7 @@ impl Manager {
                 Value::Null,
             )
             .await?;
-        let wait = wait.unwrap_or(self.config.sync_wait);
+        let wait = wait.unwrap_or(self.config().sync_wait);
         // At shutdown, waiting ends once the drain is over: an in-flight command
         // still answers its caller; a queued one answers `pending`.
         job.wait_final(wait, &self.drained).await;
@@ -394,7 +539,7 @@ impl Manager {
     /// Prunes finished jobs past the TTL, and long-closed sessions from the store.
     pub async fn prune_jobs(&self) {
         let pruned = self.jobs.prune(
-            self.config.job_ttl,
+            self.config().job_ttl,
             Instant::now(),
             MAX_FINISHED_JOBS,
             MAX_FINISHED_JOB_BYTES,
@@ -471,7 +616,7 @@ impl Manager {
     pub async fn cleanup_idle_sessions(
         &self,
         timeout: Duration,
-        reason: CloseReason,
+        reason: DisconnectReason,
     ) -> Vec<String> {
         let now = Instant::now();
         let is_idle = |s: &Session, d: &SessionData| {
@@ -491,7 +636,7 @@ impl Manager {
     }
 
     /// Refuses new sessions and closes every live one (at shutdown).
-    pub async fn close_all(&self, reason: CloseReason) {
+    pub async fn close_all(&self, reason: DisconnectReason) {
         for h in self.registry.begin_shutdown() {
             let _ = self.close_session(h.id(), reason).await;
         }
@@ -516,17 +661,14 @@ impl Manager {
                     .await;
                 continue;
             }
-            let backend = row
-                .backend
-                .parse()
-                .unwrap_or_else(|_| self.config.backends[0].address.clone());
+            let backend = self.pool.adopt(&row.backend);
             let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
             let session = Session::new(
                 row.id.clone(),
-                backend,
+                backend.clone(),
                 owner,
                 metadata,
-                self.config.history_limit,
+                self.config().history_limit,
             );
             let session = session.with_created_at(row.created_at);
             {
@@ -550,6 +692,7 @@ impl Manager {
             if self.registry.insert_restored(handle.clone()).is_err() {
                 continue;
             }
+            backend.session_added();
             drop(self.spawn_session(&handle, rx, false));
             sessions += 1;
         }
@@ -575,7 +718,7 @@ impl Manager {
                     Duration::try_from_secs_f64(age)
                         .ok()
                         .and_then(|age| now.checked_sub(age))
-                        .unwrap_or_else(|| now.checked_sub(self.config.job_ttl).unwrap_or(now)),
+                        .unwrap_or_else(|| now.checked_sub(self.config().job_ttl).unwrap_or(now)),
                 );
             }
             let metadata = serde_json::from_str(&row.metadata).unwrap_or(Value::Null);
@@ -635,20 +778,38 @@ impl Manager {
             "uptime": self.started.elapsed().as_secs_f64(),
             "started_at": self.started_unix,
             "draining": self.shutdown.is_cancelled(),
-            "paused": false,
+            "paused": self.pool.pause.is_paused(),
             "listeners": listeners,
-            "backends": [self.backend.status(sessions)],
+            "backends": self.pool.status(),
             "counts": {
                 "sessions": sessions,
                 "busy_sessions": busy,
                 "backend_connections": connected,
-                "max_sessions": self.config.max_sessions,
+                "max_sessions": self.registry.max_sessions(),
                 "jobs_pending": queue["pending"],
                 "jobs_processing": queue["processing"],
                 "jobs_kept": self.jobs.len(),
-                "queue_capacity": self.config.max_queue,
+                "queue_capacity": self.jobs.capacity(),
             },
-            "db": if self.store().is_persistent() { Value::String(self.config.db.clone()) } else { Value::String(":memory:".into()) },
+            "db": if self.store().is_persistent() { Value::String(self.config().db.clone()) } else { Value::String(":memory:".into()) },
         })
+    }
+}
+
+/// Link timeouts and limits from a configuration.
+fn link_settings(config: &Config) -> LinkSettings {
+    LinkSettings {
+        connect_timeout: config.connect_timeout,
+        command_timeout: config.command_timeout,
+        max_frame_bytes: config.max_frame_bytes,
+    }
+}
+
+/// Probe timing from a configuration.
+fn health_settings(config: &Config) -> HealthSettings {
+    HealthSettings {
+        interval: config.health_interval,
+        timeout: config.health_timeout,
+        failures: config.health_failures,
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::manager::Manager;
-use crate::session::CommandStatus;
+use crate::session::{CommandStatus, DisconnectReason};
 
 /// Distinct `command_type` label values kept; the rest are folded into [`OTHER`].
 pub const MAX_COMMAND_TYPES: usize = 64;
@@ -38,6 +38,8 @@ pub mod names {
     pub const MAX_SESSIONS: &str = "session_manager_max_sessions";
     pub const BACKEND_CONNECTIONS: &str = "session_manager_backend_connections";
     pub const BACKEND_UP: &str = "session_manager_backend_up";
+    pub const BACKEND_SESSIONS: &str = "session_manager_backend_sessions";
+    pub const DISCONNECTS: &str = "session_manager_disconnects_total";
     pub const JOBS: &str = "session_manager_jobs";
     pub const QUEUE_CAPACITY: &str = "session_manager_queue_capacity";
     pub const UPTIME: &str = "session_manager_uptime_seconds";
@@ -130,6 +132,7 @@ pub struct Metrics {
     other: Arc<Histogram>,
     queue_wait: Histogram,
     commands: [AtomicU64; STATUSES.len()],
+    disconnects: [AtomicU64; DisconnectReason::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -173,6 +176,7 @@ impl Metrics {
             other: Arc::new(Histogram::new(LATENCY_BUCKETS)),
             queue_wait: Histogram::new(WAIT_BUCKETS),
             commands: Default::default(),
+            disconnects: Default::default(),
         }
     }
 
@@ -201,6 +205,16 @@ impl Metrics {
         self.histogram_for(command_type).observe(seconds);
         let i = STATUSES.iter().position(|s| *s == status).unwrap_or(1);
         self.commands[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session ended, or a session's Blender socket was dropped, for `reason`.
+    pub fn disconnected(&self, reason: DisconnectReason) {
+        self.disconnects[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Disconnects counted for `reason` so far (tests, status).
+    pub fn disconnects(&self, reason: DisconnectReason) -> u64 {
+        self.disconnects[reason.index()].load(Ordering::Relaxed)
     }
 
     /// A job left the queue for Blender after waiting `seconds` since submission.
@@ -268,6 +282,22 @@ impl Metrics {
             );
         }
 
+        header(
+            &mut out,
+            names::DISCONNECTS,
+            "counter",
+            "Sessions ended and Blender sockets dropped, by reason.",
+        );
+        for reason in DisconnectReason::ALL {
+            let _ = writeln!(
+                out,
+                "{}{{reason=\"{}\"}} {}",
+                names::DISCONNECTS,
+                reason.as_str(),
+                self.disconnects(reason)
+            );
+        }
+
         let status = manager.status();
         let counts = &status["counts"];
         let gauge = |out: &mut String, name: &str, help: &str, value: &serde_json::Value| {
@@ -296,18 +326,33 @@ impl Metrics {
             &mut out,
             names::BACKEND_UP,
             "gauge",
-            "1 when the Blender backend answered its latest connect, 0 when it failed.",
+            "1 when the backend takes sessions (health probes pass, not draining), else 0.",
         );
-        if let Some(backends) = status["backends"].as_array() {
-            for b in backends {
-                let _ = writeln!(
-                    out,
-                    "{}{{backend=\"{}\"}} {}",
-                    names::BACKEND_UP,
-                    escape(b["address"].as_str().unwrap_or("")),
-                    u8::from(b["state"] == "up")
-                );
-            }
+        let backends = status["backends"].as_array().cloned().unwrap_or_default();
+        for b in &backends {
+            let _ = writeln!(
+                out,
+                "{}{{backend=\"{}\",address=\"{}\"}} {}",
+                names::BACKEND_UP,
+                escape(b["name"].as_str().unwrap_or("")),
+                escape(b["address"].as_str().unwrap_or("")),
+                u8::from(b["state"] == "up")
+            );
+        }
+        header(
+            &mut out,
+            names::BACKEND_SESSIONS,
+            "gauge",
+            "Open sessions pinned to each backend.",
+        );
+        for b in &backends {
+            let _ = writeln!(
+                out,
+                "{}{{backend=\"{}\"}} {}",
+                names::BACKEND_SESSIONS,
+                escape(b["name"].as_str().unwrap_or("")),
+                b["sessions"].as_u64().unwrap_or(0)
+            );
         }
         header(
             &mut out,

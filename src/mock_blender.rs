@@ -345,6 +345,11 @@ fn default_reply(shared: &Shared, req: &Value, last_state: &mut Option<Value>) -
             }
             json!({"executed": true, "result": out})
         }
+        "get_addon_info" => json!({
+            "name": "mock",
+            "version": "0.0.0",
+            "capabilities": ["ping", "get_addon_info", "get_scene_info", "execute_code", "get_object_info"],
+        }),
         "get_object_info" => {
             let name = params["name"].as_str().unwrap_or("");
             if !shared.objects.lock().iter().any(|o| o == name) {

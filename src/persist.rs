@@ -85,7 +85,7 @@ impl Persist {
         SessionRow {
             id: session.id.clone(),
             created_at: session.created_at,
-            backend: session.backend.to_string(),
+            backend: session.backend.address.to_string(),
             owner: text(&session.owner).trim_matches('"').to_string(),
             metadata: text(&session.metadata),
             state: text(&d.state),

@@ -17,7 +17,7 @@ use crate::api::{compat, http, jsonrpc};
 use crate::config::Config;
 use crate::jobs::sweeper;
 use crate::manager::Manager;
-use crate::session::{reaper, CloseReason};
+use crate::session::{reaper, DisconnectReason};
 use crate::store::Store;
 
 /// Why the manager could not start; names the flag at fault.
@@ -128,9 +128,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         shutdown.clone(),
     ));
     tasks.spawn(reaper::run(manager.clone(), shutdown.clone()));
+    manager.pool().start_probes(shutdown.clone());
     tasks.spawn(sweeper::run(manager.clone(), shutdown.clone()));
+    let backends: Vec<String> = manager
+        .config()
+        .backends
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     info!(
-        blender = %manager.config().backends[0].address,
+        backends = %backends.join(","),
         jsonrpc = %rpc_addr,
         compat = %compat_addr,
         http = %http_addr,
@@ -154,7 +161,7 @@ impl Server {
     pub async fn shutdown(mut self, grace: Duration) {
         info!("session manager shutting down");
         self.manager.shutdown_token().cancel();
-        self.manager.close_all(CloseReason::Shutdown).await;
+        self.manager.close_all(DisconnectReason::Shutdown).await;
         let tracker = self.manager.tasks().clone();
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -167,6 +174,7 @@ impl Server {
         // on queued jobs now answer `pending`.
         self.manager.drained_token().cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.manager.pool().probes_stopped().await;
         self.manager.store().close().await;
         info!("session manager stopped");
     }

@@ -258,7 +258,7 @@ fn json_logs_are_one_object_per_line() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["message"], "session manager started");
     assert_eq!(v["level"], "INFO");
-    assert_eq!(v["blender"], "127.0.0.1:1");
+    assert_eq!(v["backends"], "127.0.0.1:1");
     assert!(v["jsonrpc"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 

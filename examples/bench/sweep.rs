@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use blender_session_manager::config::{BackendSpec, Config};
 use blender_session_manager::manager::Manager;
-use blender_session_manager::session::CloseReason;
+use blender_session_manager::session::DisconnectReason;
 use blender_session_manager::store::{Restored, RestoredSession, SessionRow};
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,7 +95,7 @@ pub fn run(n: usize, scan_runs: usize) -> std::io::Result<SweepResult> {
         for _ in 0..scan_runs {
             let s = Instant::now();
             let closed = manager
-                .cleanup_idle_sessions(Duration::from_secs(3600), CloseReason::Idle)
+                .cleanup_idle_sessions(Duration::from_secs(3600), DisconnectReason::Idle)
                 .await;
             scan.push(s.elapsed().as_secs_f64() * 1e3);
             assert!(closed.is_empty());
@@ -105,14 +105,14 @@ pub fn run(n: usize, scan_runs: usize) -> std::io::Result<SweepResult> {
         let timeout = young_started.elapsed() + Duration::from_millis(700);
         let s = Instant::now();
         let closed_1 = manager
-            .cleanup_idle_sessions(timeout, CloseReason::Idle)
+            .cleanup_idle_sessions(timeout, DisconnectReason::Idle)
             .await;
         let reap_1pct_ms = s.elapsed().as_secs_f64() * 1e3;
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Everything left.
         let s = Instant::now();
         let closed_all = manager
-            .cleanup_idle_sessions(Duration::ZERO, CloseReason::Idle)
+            .cleanup_idle_sessions(Duration::ZERO, DisconnectReason::Idle)
             .await;
         let reap_all_ms = s.elapsed().as_secs_f64() * 1e3;
         let mut sorted = scan.clone();

@@ -27,7 +27,7 @@ use crate::error::ManagerError;
 use crate::manager::Manager;
 use crate::raw_json::RawJson;
 use crate::session::handle::{CommandRequest, SessionOwner};
-use crate::session::{CloseReason, CommandOrigin, SessionHandle};
+use crate::session::{CommandOrigin, DisconnectReason, SessionHandle};
 use crate::wire::{Frame, FrameError, JsonFrame, JsonFrameCodec, NewlinePolicy};
 
 /// Accepts connections until `shutdown` fires.
@@ -143,7 +143,7 @@ async fn connection(
     }
     if let Some((handle, true)) = session {
         if manager
-            .close_session(handle.id(), CloseReason::CallerDisconnected)
+            .close_session(handle.id(), DisconnectReason::CallerDisconnected)
             .await
             .is_ok()
         {

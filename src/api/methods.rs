@@ -17,7 +17,7 @@ use crate::manager::Manager;
 use crate::manager::SendOutcome;
 use crate::raw_json::RawJson;
 use crate::session::handle::SessionOwner;
-use crate::session::{CloseReason, CommandOutcome};
+use crate::session::{CommandOutcome, DisconnectReason};
 use crate::tools;
 
 /// Methods the dispatcher knows (for `method_not_found` and docs).
@@ -43,6 +43,11 @@ pub const METHODS: &[&str] = &[
     "cancel_job",
     "list_jobs",
     "get_queue_status",
+    "reload_config",
+    "pause",
+    "resume",
+    "drain_backend",
+    "kill_session",
 ];
 
 /// `send_command`'s result: Blender's reply envelope plus timing.
@@ -189,16 +194,9 @@ pub async fn call(
             let backend = p.opt_string("backend")?;
             let metadata = p.opt_value("metadata").unwrap_or(Value::Null);
             p.finish()?;
-            if let Some(b) = backend {
-                let ours = manager.config().backends[0].address.to_string();
-                if b != ours {
-                    return Err(ManagerError::invalid_params(
-                        "backend",
-                        format!("unknown backend {b:?} (this manager drives {ours})"),
-                    ));
-                }
-            }
-            let handle = manager.create_session(SessionOwner::Rpc, metadata).await?;
+            let handle = manager
+                .create_session_on(SessionOwner::Rpc, metadata, backend.as_deref())
+                .await?;
             ok(&handle.session.info())
         }
         "get_session_info" => {
@@ -214,7 +212,7 @@ pub async fn call(
             let id = p.string("session_id")?;
             p.finish()?;
             manager
-                .close_session(&id, CloseReason::ClosedByCaller)
+                .close_session(&id, DisconnectReason::ClosedByCaller)
                 .await?;
             ok(&json!({"closed": true}))
         }
@@ -263,7 +261,7 @@ pub async fn call(
                 None => manager.config().idle_timeout,
             };
             let closed = manager
-                .cleanup_idle_sessions(timeout, CloseReason::Idle)
+                .cleanup_idle_sessions(timeout, DisconnectReason::Idle)
                 .await;
             ok(&json!({"closed": closed}))
         }
@@ -316,6 +314,32 @@ pub async fn call(
             p.finish()?;
             ok(&manager.status())
         }
+        "reload_config" => {
+            p.finish()?;
+            ok(&manager.reload_config().await?)
+        }
+        "pause" => {
+            let backend = p.opt_string("backend")?;
+            p.finish()?;
+            ok(&manager.pause(backend.as_deref())?)
+        }
+        "resume" => {
+            let backend = p.opt_string("backend")?;
+            p.finish()?;
+            ok(&manager.resume(backend.as_deref())?)
+        }
+        "drain_backend" => {
+            let backend = p.string("backend")?;
+            let drain = p.opt_bool("drain")?.unwrap_or(true);
+            p.finish()?;
+            ok(&manager.drain_backend(&backend, drain)?)
+        }
+        "kill_session" => {
+            let id = p.string("session_id")?;
+            p.finish()?;
+            manager.kill_session(&id).await?;
+            ok(&json!({"killed": true, "session_id": id}))
+        }
         "submit_job" => {
             let id = p.string("session_id")?;
             let command_type = p.string("command_type")?;
@@ -332,16 +356,7 @@ pub async fn call(
         "submit_batch" => {
             let id = p.string("session_id")?;
             let commands = batch_commands(p.opt_value("commands"))?;
-            let stop_on_error = match p.opt_value("stop_on_error") {
-                None => false,
-                Some(Value::Bool(b)) => b,
-                Some(_) => {
-                    return Err(ManagerError::invalid_params(
-                        "stop_on_error",
-                        "expected true or false",
-                    ))
-                }
-            };
+            let stop_on_error = p.opt_bool("stop_on_error")?.unwrap_or(false);
             let metadata = p.opt_value("metadata").unwrap_or(Value::Null);
             p.finish()?;
             let kind = JobKind::Batch {

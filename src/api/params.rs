@@ -49,6 +49,14 @@ impl Params {
         }
     }
 
+    pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, ManagerError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(ManagerError::invalid_params(key, "expected true or false")),
+        }
+    }
+
     pub fn opt_f64(&mut self, key: &str) -> Result<Option<f64>, ManagerError> {
         match self.take(key) {
             None => Ok(None),

@@ -8,7 +8,9 @@
 //! of step, and it is dropped at once rather than discovered by the next command.
 //!
 //! Failure rules: a command makes at most one connect attempt (bounded by the
-//! connect timeout, spaced by [`Backoff`]); a timeout or an unparseable frame closes
+//! connect timeout), through its backend's single-flight gate and shared backoff
+//! ([`Backend::connect`]); while the backend is marked down it fails at once with
+//! `blender_unavailable`, without dialling. A timeout or an unparseable frame closes
 //! the socket, because a late reply would otherwise be taken for the next command's;
 //! an EOF or reset mid-command fails that command at once with
 //! `blender_disconnected`. A well-formed `status: error` reply keeps the socket.
@@ -19,15 +21,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
-use super::backend::BackendStats;
-use super::backoff::Backoff;
+use super::backend::Backend;
 use super::reply::BlenderReply;
 use crate::config::BackendAddr;
 use crate::error::ManagerError;
+use crate::session::DisconnectReason;
 use crate::wire::{Frame, FrameError, JsonFrameCodec, NewlinePolicy};
 
 /// Initial read buffer of a link.
@@ -48,57 +49,28 @@ struct Connection {
     writer: OwnedWriteHalf,
 }
 
-/// Why a link's socket was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkDrop {
-    /// Blender closed or reset the connection.
-    BackendClosed,
-    /// No reply within the command timeout.
-    Timeout,
-    /// The reply could not be framed (garbage or too large).
-    Protocol,
-    /// Bytes arrived while no command was in flight.
-    Unsolicited,
-    /// The session is closing.
-    Closing,
-}
-
-impl LinkDrop {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkDrop::BackendClosed => "backend_closed",
-            LinkDrop::Timeout => "timeout",
-            LinkDrop::Protocol => "protocol_error",
-            LinkDrop::Unsolicited => "unsolicited_data",
-            LinkDrop::Closing => "closing",
-        }
-    }
-}
-
 /// A keep-alive connection to one addon, reopened on demand.
 pub struct BlenderLink {
-    addr: BackendAddr,
-    settings: LinkSettings,
     conn: Option<Connection>,
-    backoff: Backoff,
     last_error: Option<String>,
-    stats: Arc<BackendStats>,
+    backend: Arc<Backend>,
 }
 
 impl BlenderLink {
-    pub fn new(settings: LinkSettings, stats: Arc<BackendStats>) -> Self {
+    pub fn new(backend: Arc<Backend>) -> Self {
         BlenderLink {
-            addr: stats.address.clone(),
-            settings,
             conn: None,
-            backoff: Backoff::default(),
             last_error: None,
-            stats,
+            backend,
         }
     }
 
     pub fn address(&self) -> &BackendAddr {
-        &self.addr
+        &self.backend.address
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     pub fn is_connected(&self) -> bool {
@@ -111,54 +83,32 @@ impl BlenderLink {
 
     fn unavailable(&self, reason: impl Into<String>) -> ManagerError {
         ManagerError::BlenderUnavailable {
-            address: self.addr.to_string(),
+            address: self.backend.address.to_string(),
             reason: reason.into(),
         }
     }
 
-    /// Makes one connect attempt unless a backoff delay is running.
+    /// Makes one connect attempt (through the backend's gate) unless connected.
     pub async fn connect(&mut self) -> Result<(), ManagerError> {
         if self.conn.is_some() {
             return Ok(());
         }
-        let now = Instant::now();
-        if let Err(wait) = self.backoff.check(now) {
-            let last = self.last_error.clone().unwrap_or_default();
-            return Err(self.unavailable(format!(
-                "{last}; next attempt in {:.2}s",
-                wait.as_secs_f64()
-            )));
-        }
-        let target = (self.addr.host.as_str(), self.addr.port);
-        let attempt =
-            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(target));
-        let outcome = match attempt.await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within connect timeout {}s",
-                self.settings.connect_timeout.as_secs_f64()
-            )),
-        };
-        match outcome {
+        match self.backend.connect().await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 let (read, writer) = stream.into_split();
-                let codec =
-                    JsonFrameCodec::new(NewlinePolicy::Stream, self.settings.max_frame_bytes);
+                let codec = JsonFrameCodec::new(
+                    NewlinePolicy::Stream,
+                    self.backend.settings().max_frame_bytes,
+                );
                 self.conn = Some(Connection {
                     reader: FramedRead::with_capacity(read, codec, READ_BUFFER),
                     writer,
                 });
-                self.backoff.record_success();
                 self.last_error = None;
-                self.stats.record_success(None);
                 Ok(())
             }
             Err(reason) => {
-                self.backoff.record_failure(Instant::now());
                 self.last_error = Some(reason.clone());
-                self.stats.record_failure(reason.clone());
                 Err(self.unavailable(reason))
             }
         }
@@ -169,7 +119,15 @@ impl BlenderLink {
         &mut self,
         command: &str,
         line: &[u8],
-    ) -> Result<BlenderReply, (ManagerError, Option<LinkDrop>)> {
+    ) -> Result<BlenderReply, (ManagerError, Option<DisconnectReason>)> {
+        if self.backend.is_down() {
+            // Fail fast: a socket to a backend that fails its probes would only
+            // wait out the command timeout.
+            let reason = self.backend.down_reason();
+            let dropped = self.conn.is_some().then_some(DisconnectReason::BackendDown);
+            self.drop_connection(reason.clone());
+            return Err((self.unavailable(reason), dropped));
+        }
         self.connect().await.map_err(|e| (e, None))?;
         let conn = self.conn.as_mut().expect("connected above");
         let exchange = async {
@@ -178,7 +136,7 @@ impl BlenderLink {
                     ManagerError::BlenderDisconnected {
                         command: command.to_string(),
                     },
-                    LinkDrop::BackendClosed,
+                    DisconnectReason::BackendClosed,
                     format!("write failed: {e}"),
                 ));
             }
@@ -186,14 +144,14 @@ impl BlenderLink {
                 Some(Ok(Frame::Value(frame))) => Ok(frame),
                 Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => Err((
                     ManagerError::TooLarge { limit },
-                    LinkDrop::Protocol,
+                    DisconnectReason::ProtocolError,
                     format!("reply to {command} exceeds {limit} bytes"),
                 )),
                 Some(Ok(Frame::Invalid(FrameError::Truncated))) => Err((
                     ManagerError::BlenderDisconnected {
                         command: command.to_string(),
                     },
-                    LinkDrop::BackendClosed,
+                    DisconnectReason::BackendClosed,
                     format!(
                         "Blender closed the connection in the middle of the reply to {command}"
                     ),
@@ -202,28 +160,31 @@ impl BlenderLink {
                     ManagerError::BadReply {
                         reason: e.to_string(),
                     },
-                    LinkDrop::Protocol,
+                    DisconnectReason::ProtocolError,
                     format!("unframeable reply to {command}: {e}"),
                 )),
                 Some(Err(e)) => Err((
                     ManagerError::BlenderDisconnected {
                         command: command.to_string(),
                     },
-                    LinkDrop::BackendClosed,
+                    DisconnectReason::BackendClosed,
                     format!("connection error during {command}: {e}"),
                 )),
                 None => Err((
                     ManagerError::BlenderDisconnected {
                         command: command.to_string(),
                     },
-                    LinkDrop::BackendClosed,
+                    DisconnectReason::BackendClosed,
                     format!("Blender closed the connection during {command}"),
                 )),
             }
         };
-        let timeout = self.settings.command_timeout;
+        let timeout = self.backend.settings().command_timeout;
         let sent_at = Instant::now();
-        match tokio::time::timeout(timeout, exchange).await {
+        let busy = self.backend.busy();
+        let answered = tokio::time::timeout(timeout, exchange).await;
+        drop(busy);
+        match answered {
             Err(_) => {
                 self.drop_connection(format!(
                     "no reply to {command} within {}s",
@@ -234,7 +195,7 @@ impl BlenderLink {
                         command: command.to_string(),
                         seconds: timeout.as_secs_f64(),
                     },
-                    Some(LinkDrop::Timeout),
+                    Some(DisconnectReason::Timeout),
                 ))
             }
             Ok(Err((err, why, detail))) => {
@@ -242,7 +203,7 @@ impl BlenderLink {
                 Err((err, Some(why)))
             }
             Ok(Ok(frame)) => {
-                self.stats.record_success(Some(sent_at.elapsed()));
+                self.backend.record_success(Some(sent_at.elapsed()));
                 if frame.bytes().len() > BIG_FRAME {
                     // Start the next read in a fresh small buffer: the big one is freed
                     // with this reply instead of staying with the idle link.
@@ -261,13 +222,13 @@ impl BlenderLink {
 
     /// Resolves when the idle socket shows it is dead or out of step; never
     /// resolves while there is no socket. Cancel-safe.
-    pub async fn watch_idle(&mut self) -> LinkDrop {
+    pub async fn watch_idle(&mut self) -> DisconnectReason {
         let Some(conn) = self.conn.as_mut() else {
             return std::future::pending().await;
         };
         match conn.reader.next().await {
-            None | Some(Err(_)) => LinkDrop::BackendClosed,
-            Some(Ok(_)) => LinkDrop::Unsolicited,
+            None | Some(Err(_)) => DisconnectReason::BackendClosed,
+            Some(Ok(_)) => DisconnectReason::ProtocolError,
         }
     }
 

@@ -28,7 +28,8 @@ pub struct JobTable {
     inner: Mutex<Inner>,
     pending: Arc<AtomicUsize>,
     next_ord: AtomicU64,
-    capacity: usize,
+    /// Changed by a reload; jobs already queued above a lowered capacity stay.
+    capacity: AtomicUsize,
 }
 
 /// Mints `job-YYYYMMDD-HHMMSS-xxxxxxxx`.
@@ -46,12 +47,16 @@ impl JobTable {
             inner: Mutex::default(),
             pending: Arc::new(AtomicUsize::new(0)),
             next_ord: AtomicU64::new(1),
-            capacity,
+            capacity: AtomicUsize::new(capacity),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
     }
 
     pub fn pending(&self) -> usize {
@@ -68,10 +73,10 @@ impl JobTable {
     ) -> Result<Arc<Job>, ManagerError> {
         let mut inner = self.inner.lock();
         let pending = self.pending();
-        if counted && pending >= self.capacity {
+        if counted && pending >= self.capacity() {
             return Err(ManagerError::QueueFull {
                 size: pending,
-                capacity: self.capacity,
+                capacity: self.capacity(),
             });
         }
         let id = loop {
@@ -260,7 +265,7 @@ impl JobTable {
             "completed": n("completed"),
             "failed": n("failed"),
             "cancelled": n("cancelled"),
-            "capacity": self.capacity,
+            "capacity": self.capacity(),
             "current_task": current.map(|(_, id)| id),
             "tasks": tasks,
         })

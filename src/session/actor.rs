@@ -6,7 +6,13 @@
 //! is awaited to completion before the next message is taken, so at most one request
 //! is ever in flight on the socket and commands run in FIFO order. Closing does not
 //! interrupt the current command (its result is recorded); queued commands then fail
-//! with `session_not_found` and the socket is closed.
+//! with `session_not_found` and the socket is closed. Killing is closing that does
+//! interrupt it: the socket is dropped at once and the command is recorded as
+//! cancelled.
+//!
+//! Pausing (the whole manager or the session's backend) stops the loop from taking
+//! the next message: it stays in the mailbox, in order, until both switches are off.
+//! A message taken just as a pause began is held the same way before it runs.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,18 +21,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::handle::{
-    CloseReason, CommandOrigin, CommandOutcome, CommandRequest, Session, SessionMsg,
-};
+use super::disconnect::DisconnectReason;
+use super::handle::{CommandOrigin, CommandOutcome, CommandRequest, Session, SessionMsg};
 use super::history::{CommandStatus, HistoryEntry};
 use super::state::Snapshot;
-use crate::blender::link::{BlenderLink, LinkDrop};
+use crate::blender::link::BlenderLink;
 use crate::blender::request;
 use crate::clock::unix_now;
 use crate::error::ManagerError;
 use crate::jobs::job::envelope;
 use crate::jobs::{Job, JobKind, JobStatus};
 use crate::metrics::Metrics;
+use crate::pause::{all_resumed, Pause};
 use crate::persist::{Finished, Persist};
 use crate::raw_json::RawJson;
 
@@ -48,6 +54,8 @@ pub(crate) struct SessionActor {
     limits: ActorLimits,
     persist: Persist,
     metrics: Arc<Metrics>,
+    /// The whole-manager pause switch (the backend's is `session.backend.pause`).
+    pause: Arc<Pause>,
 }
 
 impl SessionActor {
@@ -58,6 +66,7 @@ impl SessionActor {
         limits: ActorLimits,
         persist: Persist,
         metrics: Arc<Metrics>,
+        pause: Arc<Pause>,
     ) -> Self {
         SessionActor {
             session,
@@ -66,6 +75,22 @@ impl SessionActor {
             limits,
             persist,
             metrics,
+            pause,
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.pause.is_paused() || self.session.backend.pause.is_paused()
+    }
+
+    /// Waits out a pause; `false` if the session started closing meanwhile.
+    async fn hold_while_paused(&self) -> bool {
+        let closing = self.session.closing.clone();
+        let switches = [&*self.pause, &self.session.backend.pause];
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => false,
+            _ = all_resumed(&switches) => true,
         }
     }
 
@@ -81,7 +106,7 @@ impl SessionActor {
         match first {
             None => {}
             Some(Ok(())) => {
-                info!(session = %id, backend = %self.link.address(), "Blender connected for session")
+                info!(session = %id, backend = %self.session.backend.name, address = %self.link.address(), "Blender connected for session")
             }
             Some(Err(e)) => {
                 warn!(session = %id, error = %e, "Blender not reachable at session start");
@@ -91,35 +116,35 @@ impl SessionActor {
         self.session.data.lock().connected = self.link.is_connected();
         let _ = ready.send(());
         let closing = self.session.closing.clone();
+        let (pause, backend) = (self.pause.clone(), self.session.backend.clone());
+        let switches = [&*pause, &backend.pause];
         loop {
+            let paused = self.paused();
             tokio::select! {
                 // Order matters: closing first; then a dead idle socket, so a command
                 // arriving at the same moment reconnects instead of hitting it.
                 biased;
                 _ = closing.cancelled() => break,
                 why = self.link.watch_idle() => {
-                    let reason = match why {
-                        LinkDrop::Unsolicited => "Blender sent data while no command was in flight",
+                    let detail = match why {
+                        DisconnectReason::ProtocolError => "Blender sent data while no command was in flight",
                         _ => "Blender closed the connection while idle",
                     };
-                    warn!(session = %id, backend = %self.link.address(), reason = %reason, "dropping idle Blender connection");
-                    self.link.drop_connection(reason);
+                    warn!(session = %id, backend = %self.session.backend.name, reason = %why, detail, "dropping idle Blender connection");
+                    self.metrics.disconnected(why);
+                    self.link.drop_connection(detail);
                     self.sync_link_status();
                 }
-                msg = self.rx.recv() => match msg {
-                    Some(SessionMsg::Command { request, reply }) => {
-                        let outcome = self.execute(request, None).await;
-                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
-                        let _ = reply.send(outcome);
-                    }
-                    Some(SessionMsg::Snapshot { reply }) => {
-                        let snap = self.snapshot().await;
-                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
-                        let _ = reply.send(snap);
-                    }
-                    Some(SessionMsg::Job(job)) => {
-                        self.run_job(&job).await;
-                        self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                // Closing is the first branch, so a pause never holds a close up.
+                _ = all_resumed(&switches), if paused => {}
+                msg = self.rx.recv(), if !paused => match msg {
+                    Some(msg) => {
+                        // A pause may have begun while this message was awaited.
+                        if self.paused() && !self.hold_while_paused().await {
+                            self.refuse(msg).await;
+                            break;
+                        }
+                        self.handle(msg).await;
                     }
                     None => break,
                 },
@@ -127,27 +152,52 @@ impl SessionActor {
         }
         // Closing: refuse what is still queued, then close the socket.
         self.rx.close();
-        let reason = self.session.close_reason();
         while let Ok(msg) = self.rx.try_recv() {
-            self.session.pending.fetch_sub(1, Ordering::AcqRel);
-            match msg {
-                // At shutdown a queued job stays pending: it runs again after a restart.
-                SessionMsg::Job(_) if reason == Some(CloseReason::Shutdown) => {}
-                SessionMsg::Job(job) => {
-                    if let Err(e) = job
-                        .cancel("the session closed before the job ran", &self.persist)
-                        .await
-                    {
-                        warn!(job = %job.id, error = %e, "could not record a cancelled job");
-                    }
-                }
-                // Dropping the reply sender tells the waiter the session is gone.
-                other => drop(other),
-            }
+            self.refuse(msg).await;
         }
         self.link.close();
         self.sync_link_status();
+        self.session.backend.session_ended();
         debug!(session = %id, "session task finished");
+    }
+
+    async fn handle(&mut self, msg: SessionMsg) {
+        match msg {
+            SessionMsg::Command { request, reply } => {
+                let outcome = self.execute(request, None).await;
+                self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(outcome);
+            }
+            SessionMsg::Snapshot { reply } => {
+                let snap = self.snapshot().await;
+                self.session.pending.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(snap);
+            }
+            SessionMsg::Job(job) => {
+                self.run_job(&job).await;
+                self.session.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// A message the closing session will not run.
+    async fn refuse(&mut self, msg: SessionMsg) {
+        self.session.pending.fetch_sub(1, Ordering::AcqRel);
+        match msg {
+            // At shutdown a queued job stays pending: it runs again after a restart.
+            SessionMsg::Job(_)
+                if self.session.close_reason() == Some(DisconnectReason::Shutdown) => {}
+            SessionMsg::Job(job) => {
+                if let Err(e) = job
+                    .cancel("the session closed before the job ran", &self.persist)
+                    .await
+                {
+                    warn!(job = %job.id, error = %e, "could not record a cancelled job");
+                }
+            }
+            // Dropping the reply sender tells the waiter the session is gone.
+            other => drop(other),
+        }
     }
 
     fn sync_link_status(&self) {
@@ -302,7 +352,29 @@ impl SessionActor {
             Some(&self.session.id),
         );
         info!(session = %self.session.id, command = %req.command_type, seq, "command sent");
-        let result = self.link.request(&req.command_type, &line).await;
+        let result = {
+            let killed = self.session.killed.clone();
+            let answer = tokio::select! {
+                r = self.link.request(&req.command_type, &line) => Some(r),
+                _ = killed.cancelled() => None,
+            };
+            match answer {
+                Some(r) => r,
+                None => {
+                    // An operator killed the session: abandon the command (Blender
+                    // may still run it) and its socket, whose reply would come late.
+                    self.link
+                        .drop_connection("the session was killed during a command");
+                    Err((
+                        ManagerError::SessionNotFound(self.session.id.clone()),
+                        Some(DisconnectReason::Killed),
+                    ))
+                }
+            }
+        };
+        if let Err((_, Some(why))) = &result {
+            self.metrics.disconnected(*why);
+        }
         let duration = started.elapsed().as_secs_f64();
 
         let (status, stored_result, error) = match &result {
@@ -326,13 +398,26 @@ impl SessionActor {
                     }),
                 }),
             ),
+            Err((_, Some(DisconnectReason::Killed))) => (
+                CommandStatus::Cancelled,
+                None,
+                Some(serde_json::json!({
+                    "kind": "killed",
+                    "message": "the session was killed during this command; Blender may still run it",
+                    "disconnect": "killed",
+                })),
+            ),
             Err((e, drop)) => {
                 let status = match (e, drop) {
                     (ManagerError::BlenderTimeout { .. }, _) => CommandStatus::Timeout,
                     (ManagerError::BlenderDisconnected { .. }, _) => CommandStatus::Disconnected,
                     _ => CommandStatus::Error,
                 };
-                (status, None, Some(e.summary()))
+                let mut summary = e.summary();
+                if let (Some(why), Some(map)) = (drop, summary.as_object_mut()) {
+                    map.insert("disconnect".into(), why.as_str().into());
+                }
+                (status, None, Some(summary))
             }
         };
         let status = if job.is_some_and(|j| j.status() == JobStatus::Cancelled) {
@@ -352,7 +437,7 @@ impl SessionActor {
             Err((e, drop)) => warn!(
                 session = %self.session.id, command = %req.command_type, seq,
                 status = %status.as_str(), error = %e,
-                link = %drop.map(LinkDrop::as_str).unwrap_or("kept"),
+                link = %drop.map(DisconnectReason::as_str).unwrap_or("kept"),
                 duration_s = format_args!("{duration:.3}"),
                 "command failed"
             ),

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::disconnect::DisconnectReason;
 use super::history::History;
 use super::state::{SceneState, Snapshot};
+use crate::blender::backend::Backend;
 use crate::blender::reply::BlenderReply;
 use crate::clock::unix_now;
-use crate::config::BackendAddr;
 use crate::error::ManagerError;
 use crate::raw_json::RawJson;
 
@@ -31,31 +32,6 @@ use crate::raw_json::RawJson;
 pub enum SessionOwner {
     Rpc,
     Compat,
-}
-
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// Idle longer than the idle timeout.
-    Idle,
-    /// `close_session`.
-    ClosedByCaller,
-    /// The owning compat connection closed.
-    CallerDisconnected,
-    /// The manager is shutting down.
-    Shutdown,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Idle => "idle",
-            CloseReason::ClosedByCaller => "closed_by_caller",
-            CloseReason::CallerDisconnected => "caller_disconnected",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
 }
 
 /// Which front door a command came through (for logs).
@@ -109,7 +85,7 @@ pub(crate) struct SessionData {
     pub last_heartbeat: Option<f64>,
     pub last_error: Option<String>,
     pub running: Option<String>,
-    pub closed: Option<CloseReason>,
+    pub closed: Option<DisconnectReason>,
 }
 
 /// The shared record of one session.
@@ -117,7 +93,8 @@ pub(crate) struct SessionData {
 pub struct Session {
     pub id: String,
     pub created_at: f64,
-    pub backend: BackendAddr,
+    /// The backend the session is pinned to for its whole life.
+    pub backend: Arc<Backend>,
     pub owner: SessionOwner,
     pub metadata: Value,
     pub(crate) data: Mutex<SessionData>,
@@ -125,6 +102,8 @@ pub struct Session {
     pub(crate) pending: AtomicUsize,
     /// Cancelled when the session closes; the task finishes its current command.
     pub(crate) closing: CancellationToken,
+    /// Cancelled by `kill_session`: the task abandons its current command too.
+    pub(crate) killed: CancellationToken,
     /// Held while a job is recorded and queued, so queue order is submission order.
     pub(crate) submit_lock: tokio::sync::Mutex<()>,
 }
@@ -132,7 +111,7 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         id: String,
-        backend: BackendAddr,
+        backend: Arc<Backend>,
         owner: SessionOwner,
         metadata: Value,
         history_limit: usize,
@@ -161,6 +140,7 @@ impl Session {
             }),
             pending: AtomicUsize::new(0),
             closing: CancellationToken::new(),
+            killed: CancellationToken::new(),
             submit_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -179,7 +159,7 @@ impl Session {
         self.closing.is_cancelled()
     }
 
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    pub fn close_reason(&self) -> Option<DisconnectReason> {
         self.data.lock().closed
     }
 
@@ -216,8 +196,8 @@ impl Session {
             last_activity: d.last_activity_unix,
             blender: BlenderInfo {
                 connected: d.connected,
-                host: self.backend.host.clone(),
-                port: self.backend.port,
+                host: self.backend.address.host.clone(),
+                port: self.backend.address.port,
                 last_heartbeat: d.last_heartbeat,
                 last_error: d.last_error.clone(),
             },
@@ -228,7 +208,7 @@ impl Session {
                 .as_secs_f64(),
             queued: self.pending(),
             running: d.running.clone(),
-            backend: self.backend.to_string(),
+            backend: self.backend.name.clone(),
             owner: self.owner,
             metadata: self.metadata.clone(),
         }
@@ -297,6 +277,13 @@ impl SessionHandle {
         if d.closed.is_some() {
             return Err(self.closed_error());
         }
+        if self.session.backend.is_down() {
+            // Fail fast rather than queue behind a backend that fails its probes.
+            return Err(ManagerError::BlenderUnavailable {
+                address: self.session.backend.address.to_string(),
+                reason: self.session.backend.down_reason(),
+            });
+        }
         self.session.pending.fetch_add(1, Ordering::AcqRel);
         d.last_activity = Instant::now();
         d.last_activity_unix = unix_now();
@@ -332,7 +319,7 @@ impl SessionHandle {
     /// with `session_not_found`. Returns whether it closed.
     pub(crate) fn close_if(
         &self,
-        reason: CloseReason,
+        reason: DisconnectReason,
         still: impl FnOnce(&Session, &SessionData) -> bool,
     ) -> bool {
         {
@@ -341,6 +328,9 @@ impl SessionHandle {
                 return false;
             }
             d.closed = Some(reason);
+        }
+        if reason == DisconnectReason::Killed {
+            self.session.killed.cancel();
         }
         self.session.closing.cancel();
         true

@@ -10,6 +10,7 @@
 //! sweeps it for idle sessions.
 
 pub mod actor;
+pub mod disconnect;
 pub mod handle;
 pub mod history;
 pub mod id;
@@ -17,7 +18,8 @@ pub mod reaper;
 pub mod registry;
 pub mod state;
 
-pub use handle::{CloseReason, CommandOrigin, CommandOutcome, Session, SessionHandle};
+pub use disconnect::DisconnectReason;
+pub use handle::{CommandOrigin, CommandOutcome, Session, SessionHandle};
 pub use history::{CommandStatus, HistoryEntry};
 pub use registry::SessionRegistry;
 pub use state::{SceneState, Snapshot};

@@ -6,26 +6,29 @@
 
 use std::sync::Arc;
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::manager::Manager;
-use crate::session::CloseReason;
+use crate::session::DisconnectReason;
 
 /// Runs sweeps until `shutdown` fires.
+/// The interval and the timeout are read at each sweep, so a reload changes them.
 pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
-    let period = manager.config().sweep_interval;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now() + manager.config().sweep_interval;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {
-                let timeout = manager.config().idle_timeout;
-                let closed = manager.cleanup_idle_sessions(timeout, CloseReason::Idle).await;
+            _ = tokio::time::sleep_until(next) => {
+                let config = manager.config();
+                let closed = manager
+                    .cleanup_idle_sessions(config.idle_timeout, DisconnectReason::Idle)
+                    .await;
                 if !closed.is_empty() {
                     tracing::debug!(count = closed.len(), "idle sweep closed sessions");
                 }
+                manager.pool().forget_retired();
+                // Like `MissedTickBehavior::Delay`: a slow sweep pushes the next one.
+                next = tokio::time::Instant::now() + manager.config().sweep_interval;
             }
         }
     }

@@ -9,11 +9,13 @@
 //! the session under both, so a close (or a reap) and a new command never interleave.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::handle::{CloseReason, Session, SessionData, SessionHandle};
+use super::disconnect::DisconnectReason;
+use super::handle::{Session, SessionData, SessionHandle};
 use crate::error::ManagerError;
 
 #[derive(Default)]
@@ -27,7 +29,8 @@ struct Inner {
 
 pub struct SessionRegistry {
     inner: Mutex<Inner>,
-    max_sessions: usize,
+    /// Changed by a reload; sessions already open above a lowered limit stay.
+    max_sessions: AtomicUsize,
     closed_limit: usize,
 }
 
@@ -35,9 +38,17 @@ impl SessionRegistry {
     pub fn new(max_sessions: usize, closed_limit: usize) -> Self {
         SessionRegistry {
             inner: Mutex::new(Inner::default()),
-            max_sessions,
+            max_sessions: AtomicUsize::new(max_sessions),
             closed_limit,
         }
+    }
+
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_sessions(&self, max: usize) {
+        self.max_sessions.store(max, Ordering::Relaxed);
     }
 
     /// Inserts a new session built by `make` from a freshly minted, unused id.
@@ -50,8 +61,9 @@ impl SessionRegistry {
         if inner.shutting_down {
             return Err(ManagerError::ShuttingDown);
         }
-        if inner.live.len() >= self.max_sessions {
-            return Err(ManagerError::Capacity(self.max_sessions));
+        let max = self.max_sessions();
+        if inner.live.len() >= max {
+            return Err(ManagerError::Capacity(max));
         }
         let id = loop {
             let id = mint();
@@ -92,7 +104,7 @@ impl SessionRegistry {
     }
 
     /// Removes a live session and starts closing it.
-    pub fn close(&self, id: &str, reason: CloseReason) -> Option<SessionHandle> {
+    pub fn close(&self, id: &str, reason: DisconnectReason) -> Option<SessionHandle> {
         self.close_if(id, reason, |_, _| true)
     }
 
@@ -101,7 +113,7 @@ impl SessionRegistry {
     pub(crate) fn close_if(
         &self,
         id: &str,
-        reason: CloseReason,
+        reason: DisconnectReason,
         still: impl FnOnce(&Session, &SessionData) -> bool,
     ) -> Option<SessionHandle> {
         let mut inner = self.inner.lock();

@@ -34,6 +34,10 @@ pub fn config(blender: BackendAddr) -> Config {
         compat_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         backends: vec![BackendSpec::new(blender)],
+        // Probes open a connection of their own and send requests; tests that count
+        // the mock's connections and requests run without them (tests/backends.rs
+        // exercises them).
+        health_interval: std::time::Duration::from_secs(24 * 3600),
         ..Config::default()
     }
 }

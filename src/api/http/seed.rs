@@ -25,7 +25,7 @@ use crate::jobs::job::Progress;
 use crate::jobs::{Job, JobStatus};
 use crate::raw_json::RawJson;
 use crate::session::handle::SessionOwner;
-use crate::session::CloseReason;
+use crate::session::DisconnectReason;
 
 /// A Unix time as ISO 8601 (`2026-01-06T10:15:30.123+00:00`).
 pub fn iso(t: f64) -> String {
@@ -225,7 +225,7 @@ async fn submit_task(m: Shared, body: Map<String, Value>) -> Result<Vec<u8>, Man
         Err(e) => {
             if created {
                 let _ = m
-                    .close_session(&session_id, CloseReason::ClosedByCaller)
+                    .close_session(&session_id, DisconnectReason::ClosedByCaller)
                     .await;
             }
             return Err(e);
