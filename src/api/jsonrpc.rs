@@ -37,19 +37,13 @@ type Outgoing = (Vec<u8>, Option<OwnedSemaphorePermit>);
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(listener: TcpListener, manager: Arc<Manager>, shutdown: CancellationToken) {
-    let token = shutdown.clone();
     super::accept::accept_loop("jsonrpc", listener, shutdown, move |stream, peer| {
-        connection(stream, peer, manager.clone(), token.clone())
+        connection(stream, peer, manager.clone())
     })
     .await
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    manager: Arc<Manager>,
-    shutdown: CancellationToken,
-) {
+async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) {
     debug!(%peer, "JSON-RPC connection opened");
     let (read, write) = stream.into_split();
     let codec = JsonFrameCodec::new(NewlinePolicy::Ndjson, manager.config().max_frame_bytes);
@@ -59,14 +53,17 @@ async fn connection(
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let token = manager.config().token.clone();
     let mut authenticated = token.is_none();
+    // A drain keeps open connections answering (new sessions are refused with
+    // -32009, running commands still reply) until in-flight work is done.
+    let drained = manager.drained_token().clone();
 
     loop {
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = drained.cancelled() => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = drained.cancelled() => break,
             f = frames.next() => f,
         };
         let frame = match frame {
