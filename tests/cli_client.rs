@@ -675,9 +675,9 @@ async fn status_prints_summary_listeners_counts_and_backends() {
             "listeners": {"jsonrpc": "127.0.0.1:9880", "compat": "127.0.0.1:9877"},
             "backends": [
                 {"name": "local", "address": "127.0.0.1:9876", "state": "up", "sessions": 3,
-                 "last_error": null, "latency_ms": 1.234},
+                 "weight": 1, "last_error": null, "latency_ms": 1.234, "paused": true},
                 {"name": "farm-b", "address": "10.0.0.7:9876", "state": "down", "sessions": 0,
-                 "last_error": "connection refused"}
+                 "weight": 2, "last_error": "connection refused", "paused": false}
             ],
             "counts": {"sessions": 3, "jobs_pending": 0}
         }))
@@ -704,9 +704,9 @@ counts
   sessions      3
 
 backends
-NAME    ADDRESS         STATE  SESSIONS  LATENCY  LAST ERROR
-local   127.0.0.1:9876  up     3         1.2ms    -
-farm-b  10.0.0.7:9876   down   0         -        connection refused
+NAME    ADDRESS         STATE        WEIGHT  SESSIONS  LATENCY  LAST ERROR
+local   127.0.0.1:9876  up (paused)  1       3         1.2ms    -
+farm-b  10.0.0.7:9876   down         2       0         -        connection refused
 ",
         manager.address
     );

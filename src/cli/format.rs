@@ -220,6 +220,7 @@ pub fn format_status(status: &Value, manager_address: &str) -> String {
                 "NAME",
                 "ADDRESS",
                 "STATE",
+                "WEIGHT",
                 "SESSIONS",
                 "LATENCY",
                 "LAST ERROR",
@@ -236,7 +237,13 @@ pub fn format_status(status: &Value, manager_address: &str) -> String {
                 table.push_row([
                     display(backend.get("name")),
                     display(backend.get("address")),
-                    display(backend.get("state")),
+                    match backend.get("paused") {
+                        Some(Value::Bool(true)) => {
+                            format!("{} (paused)", display(backend.get("state")))
+                        }
+                        _ => display(backend.get("state")),
+                    },
+                    display(backend.get("weight")),
                     display(backend.get("sessions")),
                     latency,
                     match last_error {
