@@ -58,10 +58,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_MANAGER_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub shutdown_timeout: Duration,
     /// Seconds between health probes of each backend (while none of its commands runs)
-    #[arg(long, env = "SESSION_MANAGER_HEALTH_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "SESSION_MANAGER_HEALTH_INTERVAL", default_value = "2", value_parser = parse_seconds)]
     pub health_interval: Duration,
     /// Seconds a health probe may take before it counts as failed
-    #[arg(long, env = "SESSION_MANAGER_HEALTH_TIMEOUT", default_value = "3", value_parser = parse_seconds)]
+    #[arg(long, env = "SESSION_MANAGER_HEALTH_TIMEOUT", default_value = "2", value_parser = parse_seconds)]
     pub health_timeout: Duration,
     /// Failed probes in a row after which a backend is marked down
     #[arg(long, env = "SESSION_MANAGER_HEALTH_FAILURES", default_value_t = 3)]
@@ -289,8 +289,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             sync_wait: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
-            health_interval: Duration::from_secs(5),
-            health_timeout: Duration::from_secs(3),
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(2),
             health_failures: 3,
             max_sessions: 1000,
             max_queue: 100,
