@@ -301,7 +301,7 @@ impl SessionActor {
             req.params.as_ref(),
             Some(&self.session.id),
         );
-        info!(session = %self.session.id, command = %req.command_type, seq, "command sent");
+        debug!(session = %self.session.id, command = %req.command_type, seq, "command sent");
         let result = self.link.request(&req.command_type, &line).await;
         let duration = started.elapsed().as_secs_f64();
 
@@ -343,7 +343,7 @@ impl SessionActor {
         self.metrics
             .command_finished(&req.command_type, status, duration);
         match &result {
-            Ok(reply) => info!(
+            Ok(reply) => debug!(
                 session = %self.session.id, command = %req.command_type, seq,
                 status = %if reply.success { "success" } else { "error" },
                 duration_s = format_args!("{duration:.3}"),
