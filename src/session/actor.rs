@@ -394,10 +394,7 @@ impl SessionActor {
             d.state.last_result = stored_result;
         }
         // On disk before the entry is visible and before the caller is answered.
-        let row = Persist::session_row(&self.session);
-        self.persist
-            .command_recorded(&self.session, &entry, row)
-            .await;
+        self.persist.command_recorded(&self.session, &entry).await;
         self.session.data.lock().history.push(entry);
         CommandOutcome {
             seq,
