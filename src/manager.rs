@@ -466,7 +466,7 @@ impl Manager {
             let _ = self.persist.job_saved(&job).await;
             return Err(e);
         }
-        info!(session = %session_id, job = %job.id, job_type = %job.job_type(), "job submitted");
+        tracing::debug!(session = %session_id, job = %job.id, job_type = %job.job_type(), "job submitted");
         drop(_in_order);
         // Between sweeps, enforce the bounds on what is kept every so often.
         if job.ord % 1024 == 0 {

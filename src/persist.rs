@@ -8,7 +8,9 @@
 //! they reach the store in the order of its transitions; `processing` is committed
 //! before Blender sees the command, so nothing runs twice after a crash. A batch's
 //! progress is not written step by step (its commands' history entries are). With
-//! `--db :memory:` the store is disabled and every write resolves at once.
+//! `--db :memory:` the store is disabled: every write resolves at once, and the rows
+//! are not even built (the hot path of every command would otherwise serialise a
+//! session row, a history row and job rows only to drop them).
 
 use serde_json::Value;
 
@@ -48,6 +50,12 @@ impl Persist {
         &self.store
     }
 
+    /// Whether rows are kept at all (`false` for `--db :memory:`): callers skip
+    /// building rows that would be dropped.
+    fn keeps_rows(&self) -> bool {
+        self.store.is_persistent()
+    }
+
     /// Commits and reports failure to the caller (who then refuses to answer "ok").
     async fn try_commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         self.store.write_all(ops).await
@@ -56,6 +64,9 @@ impl Persist {
     /// Commits something that has already happened and cannot be taken back (a
     /// command Blender ran): tries a few times, then logs loudly and goes on.
     async fn commit(&self, ops: Vec<WriteOp>) {
+        if !self.keeps_rows() {
+            return;
+        }
         let mut delay = std::time::Duration::from_millis(50);
         for attempt in 1..=4 {
             match self.store.write_all(ops.clone()).await {
@@ -203,6 +214,9 @@ impl Persist {
         st: &JobState,
         finished: Option<&Finished>,
     ) -> Committed {
+        if !self.keeps_rows() {
+            return Committed::nothing_to_write();
+        }
         self.store
             .write(WriteOp::UpsertJob(Self::job_row(job, st, finished)))
     }
@@ -265,6 +279,9 @@ impl Persist {
 
     /// A session was created (answer after commit).
     pub async fn session_created(&self, handle: &SessionHandle) -> Result<(), StoreError> {
+        if !self.keeps_rows() {
+            return Ok(());
+        }
         let row = Self::session_row(&handle.session);
         self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
@@ -274,9 +291,13 @@ impl Persist {
         self.try_commit(vec![WriteOp::UpsertSession(row)]).await
     }
 
-    /// A command finished: its history entry and the session's counters and state.
-    pub async fn command_recorded(&self, session: &Session, entry: &HistoryEntry, row: SessionRow) {
-        let _ = session;
+    /// A command finished: its history entry and the session's counters and state
+    /// (the session row is built here, from the session as it is now).
+    pub async fn command_recorded(&self, session: &Session, entry: &HistoryEntry) {
+        if !self.keeps_rows() {
+            return;
+        }
+        let row = Self::session_row(session);
         self.commit(vec![
             WriteOp::History(Self::history_row(&row.id, entry)),
             WriteOp::UpsertSession(row),

@@ -85,10 +85,22 @@ impl std::fmt::Debug for RawJson {
     }
 }
 
+/// The struct name (and field name) through which `serde_json` serialisers take a
+/// value's JSON text verbatim: what `RawValue::serialize` emits (serde_json's
+/// `raw::TOKEN`, with its `raw_value` feature). `serde_json::to_vec` and friends
+/// write the text as it is; `serde_json::to_value` parses it.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 impl Serialize for RawJson {
+    /// Writes the bytes verbatim, the way `RawValue` does, without parsing them
+    /// again: they were checked when the `RawJson` was made. Only UTF-8 is
+    /// checked here (the raw path takes a `&str`), a pass far cheaper than a parse.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw: &RawValue = serde_json::from_slice(&self.0).map_err(serde::ser::Error::custom)?;
-        raw.serialize(serializer)
+        use serde::ser::SerializeStruct;
+        let text = std::str::from_utf8(&self.0).map_err(serde::ser::Error::custom)?;
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, text)?;
+        s.end()
     }
 }
 
@@ -114,6 +126,51 @@ mod tests {
             !inside.contains(&kept.bytes().as_ptr()),
             "the kept value pins the reply"
         );
+    }
+
+    #[test]
+    fn serialises_byte_exact_inside_a_struct() {
+        #[derive(Serialize)]
+        struct Outer {
+            status: &'static str,
+            result: RawJson,
+            list: Vec<RawJson>,
+            none: Option<RawJson>,
+        }
+        // Spacing, key order, number spelling and escapes a parse-and-print would change.
+        let text = r#"{ "b" : [1.50, 2e3, -0.0] ,"a":"\u00e9\n\"x\"","c":{} }"#;
+        let raw = RawJson::parse(Bytes::from(text)).unwrap();
+        let out = serde_json::to_vec(&Outer {
+            status: "success",
+            result: raw.clone(),
+            list: vec![raw.clone(), RawJson::null()],
+            none: None,
+        })
+        .unwrap();
+        let expected =
+            format!(r#"{{"status":"success","result":{text},"list":[{text},null],"none":null}}"#);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // Pretty printing and `to_value` (which parses the text) agree with it.
+        let pretty: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec_pretty(&raw).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(&raw).unwrap(), pretty);
+        assert_eq!(pretty["b"][1], 2000.0);
+        // And back: a RawJson read out of the serialised struct holds the same bytes.
+        #[derive(serde::Deserialize)]
+        struct Back {
+            result: RawJson,
+            list: Vec<RawJson>,
+        }
+        let back: Back = serde_json::from_str(&expected).unwrap();
+        assert_eq!(back.result.bytes().as_ref(), text.as_bytes());
+        assert_eq!(back.list[0], raw);
+        assert_eq!(back.list[1].bytes().as_ref(), b"null");
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_serialisation_error_not_bad_output() {
+        let raw = RawJson::from_validated(Bytes::from_static(b"\"\xff\""));
+        assert!(serde_json::to_vec(&raw).is_err());
     }
 
     #[test]

@@ -125,6 +125,42 @@ async fn requests_on_one_connection_run_concurrently_and_replies_match_by_id() {
 }
 
 #[tokio::test]
+async fn big_results_come_back_whole_between_small_replies() {
+    let h = Harness::start().await;
+    // Bigger than the writer's buffer, with escapes and non-ASCII text in it.
+    let big: String = "é\"\\ab\n".repeat(40 * 1024);
+    h.mock.always(
+        "big",
+        MockAction::Reply(json!({"status": "success", "result": {"text": big, "n": 1.5}})),
+    );
+    let mut rpc = h.rpc().await;
+    let id = rpc.create().await;
+    let mut lines = String::new();
+    for (n, command) in ["ping", "big", "ping", "big", "ping"].iter().enumerate() {
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": n, "method": "send_command", "params": {"session_id": id, "command_type": command}})
+        ));
+    }
+    rpc.send_raw(lines.as_bytes()).await;
+    let mut replies: Vec<_> = Vec::new();
+    for _ in 0..5 {
+        replies.push(rpc.read_reply().await);
+    }
+    replies.sort_by_key(|r| r["id"].as_u64());
+    for (n, r) in replies.iter().enumerate() {
+        assert_eq!(r["id"], n, "{r}");
+        assert_eq!(r["result"]["status"], "success");
+        if n % 2 == 1 {
+            assert_eq!(r["result"]["result"]["text"], big.as_str());
+            assert_eq!(r["result"]["result"]["n"], 1.5);
+        } else {
+            assert_eq!(r["result"]["result"]["command"], "ping");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
     let h = Harness::start().await;
     let big = "b".repeat(256 * 1024);

@@ -37,7 +37,13 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 impl Manager {
     fn start(extra: &[&str]) -> Manager {
+        Self::start_with_log(extra, "info")
+    }
+
+    /// Started with `RUST_LOG` set to `filter`.
+    fn start_with_log(extra: &[&str], filter: &str) -> Manager {
         let mut child = clean_command()
+            .env("RUST_LOG", filter)
             .args([
                 "serve",
                 "--listen",
@@ -175,14 +181,54 @@ fn stops_cleanly_on_sigterm_and_logs_the_story() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
     let created = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(created.starts_with("created session scene-"), "{created}");
-    m.wait_log(|l| l.contains("session created"));
-    m.wait_log(|l| l.contains("Blender connected for session"));
-    m.wait_log(|l| l.contains("command sent") && l.contains("execute_code"));
-    m.wait_log(|l| l.contains("response") && l.contains("status=success"));
+    let id = created.trim().trim_start_matches("created session ");
+    m.wait_log(|l| l.contains("session created") && l.contains(id));
+    m.wait_log(|l| l.contains("Blender connected for session") && l.contains(id));
     sigterm(&m.child);
     let status = m.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // Everything logged after the session was connected, up to the exit.
+    let rest: Vec<String> = m.log.iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("session closed")
+            && l.contains(id)
+            && l.contains("reason=shutdown")),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("session manager stopped")),
+        "{rest:#?}"
+    );
+    // Per-command lines are debug: at the default level a command logs nothing.
+    let per_command = ["command sent", "response", "job submitted"];
+    assert!(
+        !rest
+            .iter()
+            .any(|l| per_command.iter().any(|p| l.contains(p))),
+        "{rest:#?}"
+    );
     let _ = m.compat;
+}
+
+#[test]
+fn debug_level_logs_every_command() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockBlender::start());
+    let m = Manager::start_with_log(
+        &["--blender", &mock.addr().to_string()],
+        "info,blender_session_manager=debug",
+    );
+    let out = m.client(&["call", "execute_code", r#"{"code": "print hello"}"#]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.wait_log(|l| {
+        l.contains("DEBUG") && l.contains("job submitted") && l.contains("job_type=execute_code")
+    });
+    m.wait_log(|l| l.contains("DEBUG") && l.contains("command sent") && l.contains("execute_code"));
+    m.wait_log(|l| l.contains("DEBUG") && l.contains("response") && l.contains("status=success"));
 }
 
 #[test]

@@ -33,7 +33,7 @@ use crate::wire::{Frame, FrameError, JsonFrameCodec, NewlinePolicy};
 /// Requests per connection in progress (running, or reply not yet written).
 pub const MAX_IN_FLIGHT: usize = 64;
 
-type Outgoing = (Vec<u8>, Option<OwnedSemaphorePermit>);
+type Outgoing = (rpc::Response, Option<OwnedSemaphorePermit>);
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(listener: TcpListener, manager: Arc<Manager>, shutdown: CancellationToken) {
@@ -74,14 +74,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
             }
             Some(Ok(Frame::Invalid(FrameError::TooLarge { limit }))) => {
                 let _ = tx.send((
-                    rpc::failure(None, &ManagerError::TooLarge { limit }),
+                    rpc::Response::whole(rpc::failure(None, &ManagerError::TooLarge { limit })),
                     Some(permit),
                 ));
                 continue;
             }
             Some(Ok(Frame::Invalid(e))) => {
                 let _ = tx.send((
-                    rpc::failure(None, &ManagerError::Parse(e.to_string())),
+                    rpc::Response::whole(rpc::failure(None, &ManagerError::Parse(e.to_string()))),
                     Some(permit),
                 ));
                 continue;
@@ -91,7 +91,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
         let request = match rpc::parse_request(&frame.strict_bytes()) {
             Ok(r) => r,
             Err((id, e)) => {
-                let _ = tx.send((rpc::failure(id.as_deref(), &e), Some(permit)));
+                let _ = tx.send((
+                    rpc::Response::whole(rpc::failure(id.as_deref(), &e)),
+                    Some(permit),
+                ));
                 continue;
             }
         };
@@ -106,14 +109,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
                     Ok(()) => rpc::success(id, br#"{"authenticated":true}"#),
                     Err(e) => rpc::failure(Some(id), &e),
                 };
-                let _ = tx.send((bytes, Some(permit)));
+                let _ = tx.send((rpc::Response::whole(bytes), Some(permit)));
             }
             continue;
         }
         if !authenticated {
             let e = ManagerError::Unauthorized("authenticate with the manager's token first");
             if let Some(id) = request.id.as_deref() {
-                let _ = tx.send((rpc::failure(Some(id), &e), Some(permit)));
+                let _ = tx.send((
+                    rpc::Response::whole(rpc::failure(Some(id), &e)),
+                    Some(permit),
+                ));
             }
             continue;
         }
@@ -139,8 +145,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
             };
             if let Some(id) = request.id.as_deref() {
                 let bytes = match result {
-                    Ok(body) => rpc::success(id, &body),
-                    Err(e) => rpc::failure(Some(id), &e),
+                    Ok(body) => rpc::Response::success(id, body),
+                    Err(e) => rpc::Response::whole(rpc::failure(Some(id), &e)),
                 };
                 let _ = tx.send((bytes, Some(permit)));
             }
@@ -185,12 +191,21 @@ async fn write_replies(
     stall: std::time::Duration,
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, write);
-    while let Some((bytes, permit)) = rx.recv().await {
+    // Parts bigger than the buffer go to the socket directly, without a copy.
+    async fn put(
+        out: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        r: &rpc::Response,
+    ) -> std::io::Result<()> {
+        out.write_all(&r.head).await?;
+        out.write_all(&r.body).await?;
+        out.write_all(r.tail).await
+    }
+    while let Some((reply, permit)) = rx.recv().await {
         let batch = async {
-            out.write_all(&bytes).await?;
+            put(&mut out, &reply).await?;
             drop(permit);
-            while let Ok((bytes, permit)) = rx.try_recv() {
-                out.write_all(&bytes).await?;
+            while let Ok((reply, permit)) = rx.try_recv() {
+                put(&mut out, &reply).await?;
                 drop(permit);
             }
             out.flush().await

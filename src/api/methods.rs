@@ -100,6 +100,14 @@ impl CommandResult {
         }
     }
 
+    /// About how many bytes the serialised result takes: enough that serialising
+    /// a big Blender result never has to grow (and copy) its buffer.
+    pub fn size_hint(&self) -> usize {
+        256 + self.result.as_ref().map_or(0, RawJson::len)
+            + self.message.as_ref().map_or(0, |m| 2 * m.len())
+            + self.traceback.as_ref().map_or(0, |t| 2 * t.len())
+    }
+
     /// A transport failure is a JSON-RPC error; a Blender error reply is a result.
     pub fn from_outcome(outcome: CommandOutcome) -> Result<CommandResult, ManagerError> {
         let reply = outcome.result?;
@@ -177,9 +185,16 @@ fn batch_commands(v: Option<Value>) -> Result<Vec<(String, Option<RawJson>)>, Ma
 }
 
 fn ok<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ManagerError> {
-    serde_json::to_vec(value).map_err(|e| ManagerError::BadReply {
+    ok_sized(value, 128)
+}
+
+/// [`ok`] into a buffer of `capacity` bytes to start with.
+fn ok_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>, ManagerError> {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, value).map_err(|e| ManagerError::BadReply {
         reason: format!("result could not be serialised: {e}"),
-    })
+    })?;
+    Ok(out)
 }
 
 /// Runs one method. `authenticate` is handled by the connection, not here.
@@ -226,7 +241,8 @@ pub async fn call(
             let sent = manager
                 .send_command(&id, command_type, params, wait)
                 .await?;
-            ok(&CommandResult::from_send(sent)?)
+            let result = CommandResult::from_send(sent)?;
+            ok_sized(&result, result.size_hint())
         }
         "update_state" => {
             let id = p.string("session_id")?;
@@ -305,10 +321,9 @@ pub async fn call(
                 session_id: String,
                 result: CommandResult,
             }
-            ok(&ToolResult {
-                session_id,
-                result: CommandResult::from_send(sent)?,
-            })
+            let result = CommandResult::from_send(sent)?;
+            let size = result.size_hint() + session_id.len();
+            ok_sized(&ToolResult { session_id, result }, size)
         }
         "get_manager_status" => {
             p.finish()?;
@@ -370,13 +385,18 @@ pub async fn call(
             let id = p.string("job_id")?;
             p.finish()?;
             let job = manager.jobs().get(&id)?;
-            ok(&manager.jobs().record(&job))
+            let record = manager.jobs().record(&job);
+            let size = 1024 + record.result.as_ref().map_or(0, RawJson::len);
+            ok_sized(&record, size)
         }
         "get_job_result" => {
             let id = p.string("job_id")?;
             let wait = seconds(&mut p, "wait")?;
             p.finish()?;
-            ok(&manager.job_result(&id, wait).await?)
+            let view = manager.job_result(&id, wait).await?;
+            let kept = view.result.iter().chain(view.results.iter().flatten());
+            let size = 256 + kept.map(|r| r.len() + 1).sum::<usize>();
+            ok_sized(&view, size)
         }
         "cancel_job" => {
             let id = p.string("job_id")?;

@@ -56,13 +56,66 @@ pub fn parse_request(bytes: &[u8]) -> Result<RpcRequest, (Option<String>, Manage
 
 /// `{"jsonrpc":"2.0","id":..,"result":..}\n` from a raw id and serialised result.
 pub fn success(id: &str, result: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + id.len() + result.len());
+    let mut out = success_head(id, result.len() + SUCCESS_TAIL.len());
+    out.extend_from_slice(result);
+    out.extend_from_slice(SUCCESS_TAIL);
+    out
+}
+
+/// `{"jsonrpc":"2.0","id":..,"result":`, with room for `extra` more bytes.
+fn success_head(id: &str, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(30 + id.len() + extra);
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(result);
-    out.extend_from_slice(b"}\n");
     out
+}
+
+const SUCCESS_TAIL: &[u8] = b"}\n";
+
+/// Results up to this size are copied into their envelope; bigger ones are written
+/// after it, as they are.
+const COPY_LIMIT: usize = 64 * 1024;
+
+/// A response line in the parts it is written in: `head`, `body`, `tail`. A big
+/// result stays in its own buffer (the body) instead of being copied into the
+/// envelope.
+#[derive(Debug)]
+pub struct Response {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+    pub tail: &'static [u8],
+}
+
+impl Response {
+    /// A response already in one piece.
+    pub fn whole(line: Vec<u8>) -> Response {
+        Response {
+            head: line,
+            body: Vec::new(),
+            tail: b"",
+        }
+    }
+
+    /// [`success`], without copying a big result.
+    pub fn success(id: &str, result: Vec<u8>) -> Response {
+        if result.len() <= COPY_LIMIT {
+            return Response::whole(success(id, &result));
+        }
+        Response {
+            head: success_head(id, 0),
+            body: result,
+            tail: SUCCESS_TAIL,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// `{"jsonrpc":"2.0","id":..,"error":{"code","message","data"}}\n`.
@@ -120,6 +173,22 @@ mod tests {
             e(br#"{"id":1}"#).1.to_string(),
             "Invalid request: missing method"
         );
+    }
+
+    #[test]
+    fn big_results_are_written_after_their_envelope_not_copied_into_it() {
+        let small = br#"{"closed":true}"#.to_vec();
+        let r = Response::success("7", small.clone());
+        assert!(r.body.is_empty() && r.tail.is_empty());
+        assert_eq!(r.head, success("7", &small));
+        let big = format!("\"{}\"", "x".repeat(COPY_LIMIT)).into_bytes();
+        let given = big.clone();
+        let at = given.as_ptr();
+        let r = Response::success("\"id\"", given);
+        assert_eq!(r.body.as_ptr(), at, "the result was copied");
+        let line = [&r.head[..], &r.body[..], r.tail].concat();
+        assert_eq!(line, success("\"id\"", &big));
+        assert_eq!(r.len(), line.len());
     }
 
     #[test]

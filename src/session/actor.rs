@@ -351,7 +351,7 @@ impl SessionActor {
             req.params.as_ref(),
             Some(&self.session.id),
         );
-        info!(session = %self.session.id, command = %req.command_type, seq, "command sent");
+        debug!(session = %self.session.id, command = %req.command_type, seq, "command sent");
         let result = {
             let killed = self.session.killed.clone();
             let answer = tokio::select! {
@@ -428,7 +428,7 @@ impl SessionActor {
         self.metrics
             .command_finished(&req.command_type, status, duration);
         match &result {
-            Ok(reply) => info!(
+            Ok(reply) => debug!(
                 session = %self.session.id, command = %req.command_type, seq,
                 status = %if reply.success { "success" } else { "error" },
                 duration_s = format_args!("{duration:.3}"),
@@ -479,10 +479,7 @@ impl SessionActor {
             d.state.last_result = stored_result;
         }
         // On disk before the entry is visible and before the caller is answered.
-        let row = Persist::session_row(&self.session);
-        self.persist
-            .command_recorded(&self.session, &entry, row)
-            .await;
+        self.persist.command_recorded(&self.session, &entry).await;
         self.session.data.lock().history.push(entry);
         CommandOutcome {
             seq,

@@ -177,6 +177,11 @@ impl Committed {
     fn ready(r: Result<(), StoreError>) -> Self {
         Committed(CommittedState::Ready(r))
     }
+
+    /// Already resolved `Ok`: what a write to the disabled store gives.
+    pub fn nothing_to_write() -> Self {
+        Committed::ready(Ok(()))
+    }
 }
 
 /// Handle to the store; cheap to clone. The last handle dropped stops the writer
