@@ -1,6 +1,7 @@
 //! `blender-session-manager`: `serve` (the default) runs the manager; the other
 //! subcommands are clients of a running manager.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,15 +78,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The process environment, taken once: `serve` resolves its configuration from it.
+fn environment() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
-    let _guard = logging::init(args.log_format, "info");
-    let config = match Config::from_args(&args, global.token.clone(), |k| std::env::var(k).ok()) {
+    let env = environment();
+    let config = match Config::from_args(&args, global.token.clone(), |k| env.get(k).cloned()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // The log format may come from the environment or the config file.
+    let _guard = logging::init(config.log_format, "info");
     raise_open_files_limit();
     let server = match server::start(config).await {
         Ok(s) => s,
@@ -165,7 +175,7 @@ mod tests {
         let cli = Cli::try_parse_from(a(&["bsm", "--token", "t", "--idle-timeout", "2"])).unwrap();
         assert_eq!(cli.global.token.as_deref(), Some("t"));
         assert!(
-            matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Duration::from_secs(2))
+            matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Some(Duration::from_secs(2)))
         );
     }
 }
