@@ -431,6 +431,19 @@ impl Resolved {
             .copied()
             .unwrap_or(Source::Default)
     }
+
+    /// The effective configuration as `check-config` prints it: one line per
+    /// setting with its value (the token never shown) and where it came from.
+    pub fn report(&self) -> String {
+        let settings = self.config.settings();
+        let width = settings.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, value) in settings {
+            let source = self.source(key).as_str();
+            out.push_str(&format!("{key:<16}  {value:<width$}  ({source})\n"));
+        }
+        out
+    }
 }
 
 /// The layers under the flags: the environment and the config file. Records where
@@ -1260,6 +1273,57 @@ weight = 2
         let r = Config::resolve(&a, None, &env).unwrap();
         assert_eq!(r.config.backends[0].to_string(), "127.0.0.1:9002");
         assert_eq!(r.source("backends"), Source::Flag);
+    }
+
+    #[test]
+    fn the_token_says_where_it_came_from_and_never_what_it_is() {
+        let file = write_file("token", "token = \"file-secret\"\n");
+        let a = parse(&["--config", file.to_str().unwrap(), "--db", ":memory:"]);
+        let r = Config::resolve(&a, None, |_| None).unwrap();
+        assert_eq!(r.config.token.as_deref(), Some("file-secret"));
+        assert_eq!(r.source("token"), Source::File);
+        // clap hands over SESSION_MANAGER_TOKEN as the token when no flag is given.
+        let env = env_of(&[("SESSION_MANAGER_TOKEN", "env-secret")]);
+        let r = Config::resolve(&a, Some("env-secret".into()), &env).unwrap();
+        assert_eq!(r.config.token.as_deref(), Some("env-secret"));
+        assert_eq!(r.source("token"), Source::Env);
+        let r = Config::resolve(&a, Some("flag-secret".into()), &env).unwrap();
+        assert_eq!(r.config.token.as_deref(), Some("flag-secret"));
+        assert_eq!(r.source("token"), Source::Flag);
+        let report = r.report();
+        assert!(!report.contains("secret"), "{report}");
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("token ") && l.contains("(set)") && l.ends_with("(flag)")),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn the_report_lists_every_setting_with_its_source() {
+        let file = write_file("report", "idle_timeout = 1.5\n");
+        let a = parse(&["--config", file.to_str().unwrap(), "--max-queue", "5"]);
+        let env = env_of(&[("SESSION_MANAGER_DB", ":memory:")]);
+        let report = Config::resolve(&a, None, &env).unwrap().report();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), SETTINGS.len(), "{report}");
+        for (line, key) in lines.iter().zip(SETTINGS) {
+            assert!(line.starts_with(&format!("{key} ")), "{line}");
+        }
+        let line = |key: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(&format!("{key} ")))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(line("idle_timeout"), ["idle_timeout", "1.5", "(file)"]);
+        assert_eq!(line("max_queue"), ["max_queue", "5", "(flag)"]);
+        assert_eq!(line("db"), ["db", ":memory:", "(env)"]);
+        assert_eq!(line("listen"), ["listen", "127.0.0.1:9880", "(default)"]);
+        assert_eq!(line("token"), ["token", "(none)", "(default)"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! subcommands are clients of a running manager.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,8 +34,22 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a stdio MCP server over a running manager (for Claude Desktop, Cursor, Claude Code)
     Mcp(McpArgs),
+    /// Check a `serve --config` file and print the settings it results in
+    ///
+    /// The file is read as `serve --config FILE` reads it, under the same environment
+    /// (SESSION_MANAGER_*, BLENDER_HOST/BLENDER_PORT) and with no flags. Prints every
+    /// setting, its value and where it came from (env, file or default; the token
+    /// only as `(set)`). Exits 0 when the configuration is valid, 2 with the error
+    /// otherwise.
+    CheckConfig(CheckConfigArgs),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+#[derive(clap::Args)]
+struct CheckConfigArgs {
+    /// The TOML file to check
+    file: PathBuf,
 }
 
 /// `blender-session-manager --listen X` means `serve --listen X`.
@@ -66,6 +81,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command.expect("a subcommand is always set") {
         Command::Serve(args) => runtime.block_on(serve(*args, cli.global)),
+        Command::CheckConfig(args) => check_config(&args.file),
         Command::Mcp(args) => {
             // stdout carries the MCP protocol only: logs go to stderr.
             let _guard = logging::init(Default::default(), "warn,blender_session_manager=info");
@@ -83,6 +99,25 @@ fn environment() -> HashMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let env = environment();
+    let args = ServeArgs {
+        config: Some(file.to_path_buf()),
+        ..ServeArgs::default()
+    };
+    match Config::resolve(&args, None, |k| env.get(k).cloned()) {
+        Ok(resolved) => {
+            println!("{}: valid", file.display());
+            print!("{}", resolved.report());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
@@ -172,6 +207,10 @@ mod tests {
             vec!["bsm", "--manager", "h:1", "status"]
         );
         assert_eq!(a(&["bsm", "--help"]), vec!["bsm", "--help"]);
+        assert_eq!(
+            a(&["bsm", "check-config", "m.toml"]),
+            vec!["bsm", "check-config", "m.toml"]
+        );
         let cli = Cli::try_parse_from(a(&["bsm", "--token", "t", "--idle-timeout", "2"])).unwrap();
         assert_eq!(cli.global.token.as_deref(), Some("t"));
         assert!(
