@@ -7,11 +7,12 @@
 //! given any other way. [`ServeArgs`] is what the command line says; [`Config`] is
 //! the validated, typed result the server runs on; [`Resolved`] adds where each
 //! setting came from. Nothing here reads the process environment: it is handed in
-//! as a lookup function, so tests choose it.
+//! as a lookup function, so tests (and reloads, which use a snapshot) choose it.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -416,6 +417,26 @@ pub fn env_name(key: &str) -> String {
     }
 }
 
+/// Settings that take effect on a reload; the others (what is bound or opened at
+/// start-up) need a restart.
+pub fn is_live(setting: &str) -> bool {
+    !matches!(
+        setting,
+        "listen" | "compat_listen" | "http_listen" | "db" | "log_format"
+    )
+}
+
+/// One setting that differs between two configurations (see [`Config::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigChange {
+    /// The config-file key (`idle_timeout`, `backends`, ...).
+    pub setting: &'static str,
+    pub old: String,
+    pub new: String,
+    /// `false` when the running manager keeps the old value until a restart.
+    pub live: bool,
+}
+
 /// A configuration with where each setting came from, and the file read (if any).
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -752,6 +773,17 @@ impl Config {
         })
     }
 
+    /// A loader for [`crate::manager::Manager::set_config_loader`]: resolves the
+    /// configuration as `serve` did at start-up — the same flags, the environment as
+    /// it was then (`env`, a snapshot), the config file read again on every call.
+    pub fn loader(
+        args: ServeArgs,
+        token: Option<String>,
+        env: HashMap<String, String>,
+    ) -> crate::manager::ConfigLoader {
+        Arc::new(move || Config::from_args(&args, token.clone(), |k| env.get(k).cloned()))
+    }
+
     /// Every setting in [`SETTINGS`] order, by config-file key, with its value as
     /// text; the token shows as `(set)` or `(none)`, never its value.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
@@ -791,6 +823,35 @@ impl Config {
             self.db.clone(),
         ];
         SETTINGS.into_iter().zip(values).collect()
+    }
+
+    /// What differs from `self` (the running configuration) in `new`, setting by
+    /// setting in [`SETTINGS`] order. A token is never shown: a changed one reads
+    /// `(set)` → `(set, changed)`.
+    pub fn changes(&self, new: &Config) -> Vec<ConfigChange> {
+        self.settings()
+            .into_iter()
+            .zip(new.settings())
+            .filter_map(|((setting, old), (_, shown))| {
+                let shown = if setting == "token" {
+                    match (&self.token, &new.token) {
+                        (a, b) if a == b => return None,
+                        (Some(_), Some(_)) => "(set, changed)".to_string(),
+                        _ => shown,
+                    }
+                } else if old == shown {
+                    return None;
+                } else {
+                    shown
+                };
+                Some(ConfigChange {
+                    setting,
+                    old,
+                    new: shown,
+                    live: is_live(setting),
+                })
+            })
+            .collect()
     }
 }
 
@@ -1324,6 +1385,68 @@ weight = 2
         assert_eq!(line("db"), ["db", ":memory:", "(env)"]);
         assert_eq!(line("listen"), ["listen", "127.0.0.1:9880", "(default)"]);
         assert_eq!(line("token"), ["token", "(none)", "(default)"]);
+    }
+
+    #[test]
+    fn changes_lists_what_differs_and_whether_it_applies_live() {
+        let old = Config::default();
+        assert_eq!(old.changes(&old.clone()), []);
+        let mut new = old.clone();
+        new.idle_timeout = Duration::from_millis(2500);
+        new.listen = "127.0.0.1:1".parse().unwrap();
+        new.backends.push("b=127.0.0.1:9002/2".parse().unwrap());
+        new.log_format = LogFormat::Json;
+        new.token = Some("s3cret".into());
+        let got = old.changes(&new);
+        let want = [
+            ("listen", "127.0.0.1:9880", "127.0.0.1:1", false),
+            (
+                "backends",
+                "127.0.0.1:9876",
+                "127.0.0.1:9876,b=127.0.0.1:9002/2",
+                true,
+            ),
+            ("idle_timeout", "300", "2.5", true),
+            ("token", "(none)", "(set)", true),
+            ("log_format", "text", "json", false),
+        ];
+        let got_tuples: Vec<(&str, &str, &str, bool)> = got
+            .iter()
+            .map(|c| (c.setting, c.old.as_str(), c.new.as_str(), c.live))
+            .collect();
+        assert_eq!(got_tuples, want);
+        let mut other_token = new.clone();
+        other_token.token = Some("another".into());
+        let got = new.changes(&other_token);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].old.as_str(), got[0].new.as_str()),
+            ("(set)", "(set, changed)")
+        );
+        assert!(!format!("{got:?}").contains("another"));
+        for key in SETTINGS {
+            let restart = ["listen", "compat_listen", "http_listen", "db", "log_format"];
+            assert_eq!(is_live(key), !restart.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_loader_reads_the_file_again_on_every_call() {
+        let file = write_file("loader", "max_queue = 1\n");
+        let a = parse(&["--config", file.to_str().unwrap(), "--max-sessions", "3"]);
+        let env = HashMap::from([("SESSION_MANAGER_DB".to_string(), ":memory:".to_string())]);
+        let load = Config::loader(a, None, env);
+        let c = load().unwrap();
+        assert_eq!(
+            (c.max_queue, c.max_sessions, c.db.as_str()),
+            (1, 3, ":memory:")
+        );
+        std::fs::write(&file, "max_queue = 2\nmax_sessions = 9\n").unwrap();
+        let c = load().unwrap();
+        assert_eq!((c.max_queue, c.max_sessions), (2, 3), "the flag still wins");
+        std::fs::write(&file, "max_queue = \"many\"\n").unwrap();
+        let e = load().unwrap_err().0;
+        assert!(e.contains(":1: max_queue: expected a whole number"), "{e}");
     }
 
     #[test]

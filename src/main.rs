@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use blender_session_manager::cli::{self, ClientCommand, GlobalOptions};
 use blender_session_manager::config::{Config, ServeArgs};
+use blender_session_manager::manager::Manager;
 use blender_session_manager::mcp::{self, McpArgs};
 use blender_session_manager::{logging, server};
 
@@ -94,7 +95,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The process environment, taken once: `serve` resolves its configuration from it.
+/// The process environment, taken once: `serve` resolves its configuration from it
+/// and reloads resolve against the same snapshot.
 fn environment() -> HashMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -131,6 +133,15 @@ async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
     };
     // The log format may come from the environment or the config file.
     let _guard = logging::init(config.log_format, "info");
+    // Before start-up, so a SIGHUP or SIGTERM arriving meanwhile is not lost (or,
+    // for SIGHUP, fatal).
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
     raise_open_files_limit();
     let server = match server::start(config).await {
         Ok(s) => s,
@@ -139,30 +150,103 @@ async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    wait_for_signal().await;
+    server
+        .manager
+        .set_config_loader(Config::loader(args, global.token, env));
+    while signals.next().await == Signal::Reload {
+        reload(&server.manager).await;
+    }
     tokio::select! {
         _ = server.shutdown(Duration::from_secs(30)) => ExitCode::SUCCESS,
-        _ = wait_for_signal() => {
+        _ = signals.stop() => {
             eprintln!("second signal: exiting without waiting for running commands");
             ExitCode::from(130)
         }
     }
 }
 
-async fn wait_for_signal() {
+/// SIGHUP: read the configuration again. Whatever happens, the server keeps running.
+async fn reload(manager: &Manager) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    match manager.reload_config().await {
+        Ok(outcome) => {
+            // The manager lists what changed as `ConfigChange`s under "changes".
+            let changes = outcome.get("changes").and_then(|c| c.as_array());
+            for change in changes.into_iter().flatten() {
+                let text = |k: &str| match change.get(k) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let live = change.get("live").and_then(|l| l.as_bool()).unwrap_or(true);
+                tracing::info!(
+                    setting = %text("setting"),
+                    old = %text("old"),
+                    new = %text("new"),
+                    "{}",
+                    if live { "setting changed" } else { "setting changed; needs a restart" }
+                );
+            }
+            tracing::info!(result = %outcome, "SIGHUP: configuration reloaded");
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "SIGHUP: configuration reload refused; the running configuration is kept"
+        ),
+    }
+}
+
+/// The signals `serve` acts on, each registered once for the life of the process,
+/// so a signal arriving between two waits is kept rather than lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal: SIGTERM or SIGINT (Ctrl-C) is `Stop`, SIGHUP `Reload`.
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT; SIGHUP is ignored meanwhile.
+    async fn stop(&mut self) {
+        while self.next().await != Signal::Stop {}
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
 }
 
 /// Each session holds a socket: raise the soft open-files limit to the hard one.
