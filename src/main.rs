@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -81,7 +80,13 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command.expect("a subcommand is always set") {
-        Command::Serve(args) => runtime.block_on(serve(*args, cli.global)),
+        Command::Serve(args) => {
+            let code = runtime.block_on(serve(*args, cli.global));
+            // After a forced stop, tasks may still wait on Blender (or on a blocking
+            // store read): exit without waiting for them.
+            runtime.shutdown_background();
+            code
+        }
         Command::CheckConfig(args) => check_config(&args.file),
         Command::Mcp(args) => {
             // stdout carries the MCP protocol only: logs go to stderr.
@@ -156,8 +161,9 @@ async fn serve(args: ServeArgs, global: GlobalOptions) -> ExitCode {
     while signals.next().await == Signal::Reload {
         reload(&server.manager).await;
     }
+    let grace = server.manager.config().shutdown_timeout;
     tokio::select! {
-        _ = server.shutdown(Duration::from_secs(30)) => ExitCode::SUCCESS,
+        _ = server.shutdown(grace) => ExitCode::SUCCESS,
         _ = signals.stop() => {
             eprintln!("second signal: exiting without waiting for running commands");
             ExitCode::from(130)
@@ -298,7 +304,7 @@ mod tests {
         let cli = Cli::try_parse_from(a(&["bsm", "--token", "t", "--idle-timeout", "2"])).unwrap();
         assert_eq!(cli.global.token.as_deref(), Some("t"));
         assert!(
-            matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Some(Duration::from_secs(2)))
+            matches!(cli.command, Some(Command::Serve(ref s)) if s.idle_timeout == Some(std::time::Duration::from_secs(2)))
         );
     }
 }
