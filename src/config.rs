@@ -1450,6 +1450,27 @@ weight = 2
     }
 
     #[test]
+    fn the_example_config_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manager.toml");
+        let file = ConfigFile::read(std::path::Path::new(path)).unwrap();
+        let a = parse(&["--config", path]);
+        let env = env_of(&[("HOME", "/home/ada")]);
+        let r = Config::resolve(&a, None, &env).unwrap();
+        // Every setting of the example is spelled out (some commented out).
+        let text = std::fs::read_to_string(path).unwrap();
+        for key in SETTINGS {
+            let shown = if key == "backends" {
+                "[[backends]]"
+            } else {
+                key
+            };
+            assert!(text.contains(shown), "the example does not mention {key}");
+        }
+        assert!(file.backends.is_some_and(|b| b.len() >= 2));
+        assert!(r.config.backends.len() >= 2);
+    }
+
+    #[test]
     fn help_says_each_flags_variable_and_default() {
         let cmd = T::command();
         let defaults: HashMap<&str, String> = Config::default().settings().into_iter().collect();

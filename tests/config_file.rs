@@ -98,6 +98,23 @@ fn check_config_refuses_a_bad_file_naming_the_key() {
 }
 
 #[test]
+fn check_config_accepts_the_example_file() {
+    let out = clean_command()
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manager.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn serve_runs_on_what_the_file_says_under_the_flags() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockBlender::start());
