@@ -14,7 +14,8 @@
 //! - [`api`] holds the front doors: JSON-RPC over NDJSON, the addon-compatible port
 //!   and HTTP (REST, seed 000's queue routes, health);
 //! - [`metrics`] counts commands and queue waits for `GET /metrics` (Prometheus);
-//! - [`server`] binds and runs it all; [`config`] validates flags;
+//! - [`server`] binds and runs it all; [`config`] resolves and validates the
+//!   settings (flags, environment, the [`config_file`]);
 //! - [`cli`] is the command-line client of a running manager;
 //! - [`mcp`] is the stdio MCP server over a running manager (`mcp` subcommand);
 //! - [`mock_blender`] is a scriptable stand-in addon for tests and benchmarks.
@@ -24,6 +25,7 @@ pub mod blender;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod config_reload;
 pub mod error;
 pub mod jobs;

@@ -183,6 +183,7 @@ impl Manager {
         );
         json!({
             "reloaded": true,
+            "changes": changes,
             "applied": applied,
             "needs_restart": restart,
             "backends": {

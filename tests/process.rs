@@ -164,7 +164,7 @@ fn env_vars_configure_serve() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("idle-timeout"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SESSION_MANAGER_IDLE_TIMEOUT: \"soon\""));
 }
 
 #[test]
