@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::params::Params;
 use crate::error::ManagerError;
+use crate::jobs::job::Envelope;
 use crate::jobs::{JobKind, JobStatus};
 use crate::manager::Manager;
 use crate::manager::SendOutcome;
@@ -489,7 +490,7 @@ pub async fn call_body(
             p.finish()?;
             let job = manager.jobs().get(&id)?;
             let record = manager.jobs().record(&job);
-            let size = 1024 + record.result.as_ref().map_or(0, RawJson::len);
+            let size = 1024 + record.result.as_ref().map_or(0, Envelope::len);
             ok_sized(&record, size)
         }
         "get_job_result" => {
@@ -497,8 +498,8 @@ pub async fn call_body(
             let wait = seconds(&mut p, "wait")?;
             p.finish()?;
             let view = manager.job_result(&id, wait).await?;
-            let kept = view.result.iter().chain(view.results.iter().flatten());
-            let size = 256 + kept.map(|r| r.len() + 1).sum::<usize>();
+            let batch = view.results.iter().flatten().map(|r| r.len() + 1);
+            let size = 256 + view.result.as_ref().map_or(0, Envelope::len) + batch.sum::<usize>();
             ok_sized(&view, size)
         }
         "cancel_job" => {
