@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use crate::jobs::job::{JobState, Progress};
+use crate::jobs::job::{Envelope, JobState, Progress};
 use crate::jobs::{Job, JobKind, JobStatus};
 use crate::raw_json::RawJson;
 use crate::session::history::HistoryEntry;
@@ -198,7 +198,7 @@ impl Persist {
             started_at: st.started_at,
             finished_at,
             progress: text(&st.progress),
-            result: result.as_ref().map(raw_text),
+            result: result.as_ref().map(|e| raw_text(&e.to_raw())),
             error: error.as_ref().map(text),
             results,
             metadata: text(&job.metadata),
@@ -265,7 +265,7 @@ impl Persist {
             finished_at: row.finished_at,
             finished_instant: None,
             progress: serde_json::from_str::<Progress>(&row.progress).unwrap_or_default(),
-            result: row.result.as_deref().map(raw_of),
+            result: row.result.as_deref().map(|r| Envelope::Whole(raw_of(r))),
             error: row
                 .error
                 .as_deref()
@@ -348,7 +348,7 @@ impl Persist {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub status: JobStatus,
-    pub result: Option<RawJson>,
+    pub result: Option<Envelope>,
     pub error: Option<Value>,
     pub at: f64,
 }

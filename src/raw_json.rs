@@ -59,6 +59,12 @@ impl RawJson {
         serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
     }
 
+    /// A copy in an allocation of its own, so keeping it never pins the (possibly
+    /// much bigger) buffer these bytes are a slice of.
+    pub fn detached(&self) -> RawJson {
+        RawJson(Bytes::copy_from_slice(&self.0))
+    }
+
     /// A copy for keeping (history, state), cut down to at most `limit` bytes:
     /// values above the limit become a marker object
     /// `{"_truncated": true, "bytes": N, "preview": "<first bytes>"}`. Always a fresh
@@ -66,7 +72,7 @@ impl RawJson {
     /// the reply arrived in.
     pub fn truncated(&self, limit: usize) -> RawJson {
         if self.0.len() <= limit {
-            return RawJson(Bytes::copy_from_slice(&self.0));
+            return self.detached();
         }
         let cut = limit.min(1024).min(self.0.len());
         let preview = String::from_utf8_lossy(&self.0[..cut]);

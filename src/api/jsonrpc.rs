@@ -127,7 +127,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
         let tx = tx.clone();
         tokio::spawn(async move {
             // A bug in a method must still answer the caller, not leave it waiting.
-            let call = methods::call(&manager, &request.method, request.params.as_deref());
+            let call = methods::call_body(&manager, &request.method, request.params.as_deref());
             let result = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(r) => r,
                 Err(panic) => {
@@ -197,7 +197,9 @@ async fn write_replies(
         r: &rpc::Response,
     ) -> std::io::Result<()> {
         out.write_all(&r.head).await?;
-        out.write_all(&r.body).await?;
+        for part in &r.body {
+            out.write_all(part).await?;
+        }
         out.write_all(r.tail).await
     }
     while let Some((reply, permit)) = rx.recv().await {

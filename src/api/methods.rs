@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::params::Params;
 use crate::error::ManagerError;
+use crate::jobs::job::Envelope;
 use crate::jobs::{JobKind, JobStatus};
 use crate::manager::Manager;
 use crate::manager::SendOutcome;
@@ -49,6 +51,46 @@ pub const METHODS: &[&str] = &[
     "drain_backend",
     "kill_session",
 ];
+
+/// A method's serialised `result`, in pieces: a big Blender result is one of them,
+/// shared with the reply it arrived in rather than copied.
+#[derive(Debug, Default)]
+pub struct Body {
+    parts: Vec<Bytes>,
+}
+
+impl Body {
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body in one buffer (no copy when it is one piece already).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.parts.len() == 1 {
+            return Vec::from(self.parts.pop().expect("one part"));
+        }
+        self.parts.concat()
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Body {
+        Body {
+            parts: vec![Bytes::from(v)],
+        }
+    }
+}
+
+/// Blender results above this size are shared with the reply, not copied.
+const SHARE_ABOVE: usize = 64 * 1024;
 
 /// `send_command`'s result: Blender's reply envelope plus timing.
 #[derive(Serialize)]
@@ -106,6 +148,49 @@ impl CommandResult {
         256 + self.result.as_ref().map_or(0, RawJson::len)
             + self.message.as_ref().map_or(0, |m| 2 * m.len())
             + self.traceback.as_ref().map_or(0, |t| 2 * t.len())
+    }
+
+    /// Serialised: the same bytes as `serde_json::to_vec`, but a big `result` is
+    /// shared with the reply it came in instead of copied.
+    pub fn to_body(&self) -> Result<Body, ManagerError> {
+        let Some(result) = self.result.as_ref().filter(|r| r.len() > SHARE_ABOVE) else {
+            return ok_sized(self, self.size_hint());
+        };
+        // The fields after `result`, with the derive's names, order and skipping.
+        #[derive(Serialize)]
+        struct AfterResult<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traceback: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            duration: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            seq: Option<u64>,
+            job_id: Option<&'a str>,
+        }
+        // What serialising the RawJson checks (the raw path takes text).
+        std::str::from_utf8(result.bytes()).map_err(|e| unserialisable(&e))?;
+        let mut head = Vec::with_capacity(32);
+        head.extend_from_slice(b"{\"status\":");
+        serde_json::to_writer(&mut head, self.status).map_err(|e| unserialisable(&e))?;
+        head.extend_from_slice(b",\"result\":");
+        let mut tail = serde_json::to_vec(&AfterResult {
+            message: self.message.as_deref(),
+            traceback: self.traceback.as_deref(),
+            duration: self.duration,
+            seq: self.seq,
+            job_id: self.job_id.as_deref(),
+        })
+        .map_err(|e| unserialisable(&e))?;
+        if tail == b"{}" {
+            tail = b"}".to_vec();
+        } else {
+            tail[0] = b',';
+        }
+        Ok(Body {
+            parts: vec![head.into(), result.bytes().clone(), tail.into()],
+        })
     }
 
     /// A transport failure is a JSON-RPC error; a Blender error reply is a result.
@@ -184,25 +269,67 @@ fn batch_commands(v: Option<Value>) -> Result<Vec<(String, Option<RawJson>)>, Ma
         .collect()
 }
 
-fn ok<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ManagerError> {
+/// `handle_tool_call`'s result: `{"session_id", "result": <send_command's result>}`.
+#[derive(Serialize)]
+struct ToolResult {
+    session_id: String,
+    result: CommandResult,
+}
+
+fn tool_result(session_id: String, result: CommandResult) -> Result<Body, ManagerError> {
+    if result
+        .result
+        .as_ref()
+        .is_none_or(|r| r.len() <= SHARE_ABOVE)
+    {
+        let size = result.size_hint() + session_id.len();
+        return ok_sized(&ToolResult { session_id, result }, size);
+    }
+    // `{"session_id":…,"result":` + the command's result (shared) + `}`.
+    let mut head = b"{\"session_id\":".to_vec();
+    serde_json::to_writer(&mut head, &session_id).map_err(|e| unserialisable(&e))?;
+    head.extend_from_slice(b",\"result\":");
+    let mut parts = vec![Bytes::from(head)];
+    parts.extend(result.to_body()?.parts);
+    parts.push(Bytes::from_static(b"}"));
+    Ok(Body { parts })
+}
+
+fn unserialisable(e: &dyn std::fmt::Display) -> ManagerError {
+    ManagerError::BadReply {
+        reason: format!("result could not be serialised: {e}"),
+    }
+}
+
+fn ok<T: Serialize + ?Sized>(value: &T) -> Result<Body, ManagerError> {
     ok_sized(value, 128)
 }
 
 /// [`ok`] into a buffer of `capacity` bytes to start with.
-fn ok_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>, ManagerError> {
+fn ok_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Body, ManagerError> {
     let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, value).map_err(|e| ManagerError::BadReply {
-        reason: format!("result could not be serialised: {e}"),
-    })?;
-    Ok(out)
+    serde_json::to_writer(&mut out, value).map_err(|e| unserialisable(&e))?;
+    Ok(out.into())
 }
 
-/// Runs one method. `authenticate` is handled by the connection, not here.
+/// Runs one method and returns its serialised `result`. `authenticate` is handled
+/// by the connection, not here.
 pub async fn call(
     manager: &Arc<Manager>,
     method: &str,
     raw_params: Option<&RawValue>,
 ) -> Result<Vec<u8>, ManagerError> {
+    call_body(manager, method, raw_params)
+        .await
+        .map(Body::into_vec)
+}
+
+/// [`call`], with the result in the pieces it is best written in.
+pub async fn call_body(
+    manager: &Arc<Manager>,
+    method: &str,
+    raw_params: Option<&RawValue>,
+) -> Result<Body, ManagerError> {
     let mut p = Params::from_raw(raw_params)?;
     match method {
         "create_session" => {
@@ -241,8 +368,7 @@ pub async fn call(
             let sent = manager
                 .send_command(&id, command_type, params, wait)
                 .await?;
-            let result = CommandResult::from_send(sent)?;
-            ok_sized(&result, result.size_hint())
+            CommandResult::from_send(sent)?.to_body()
         }
         "update_state" => {
             let id = p.string("session_id")?;
@@ -316,14 +442,7 @@ pub async fn call(
             let sent = manager
                 .send_command(&session_id, command, Some(params), None)
                 .await?;
-            #[derive(Serialize)]
-            struct ToolResult {
-                session_id: String,
-                result: CommandResult,
-            }
-            let result = CommandResult::from_send(sent)?;
-            let size = result.size_hint() + session_id.len();
-            ok_sized(&ToolResult { session_id, result }, size)
+            tool_result(session_id, CommandResult::from_send(sent)?)
         }
         "get_manager_status" => {
             p.finish()?;
@@ -386,7 +505,7 @@ pub async fn call(
             p.finish()?;
             let job = manager.jobs().get(&id)?;
             let record = manager.jobs().record(&job);
-            let size = 1024 + record.result.as_ref().map_or(0, RawJson::len);
+            let size = 1024 + record.result.as_ref().map_or(0, Envelope::len);
             ok_sized(&record, size)
         }
         "get_job_result" => {
@@ -394,8 +513,8 @@ pub async fn call(
             let wait = seconds(&mut p, "wait")?;
             p.finish()?;
             let view = manager.job_result(&id, wait).await?;
-            let kept = view.result.iter().chain(view.results.iter().flatten());
-            let size = 256 + kept.map(|r| r.len() + 1).sum::<usize>();
+            let batch = view.results.iter().flatten().map(|r| r.len() + 1);
+            let size = 256 + view.result.as_ref().map_or(0, Envelope::len) + batch.sum::<usize>();
             ok_sized(&view, size)
         }
         "cancel_job" => {
@@ -425,5 +544,83 @@ pub async fn call(
             ok(&manager.jobs().queue_status())
         }
         other => Err(ManagerError::MethodNotFound(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(big: &RawJson) -> Vec<CommandResult> {
+        let r =
+            |status, result: Option<&RawJson>, message: Option<&str>, tail: bool| CommandResult {
+                status,
+                result: result.cloned(),
+                message: message.map(str::to_string),
+                traceback: message.map(|_| "Traceback:\n  \"x\"".to_string()),
+                duration: tail.then_some(0.25),
+                seq: tail.then_some(7),
+                job_id: tail.then(|| "job-1".to_string()),
+            };
+        let small = RawJson::from_value(&serde_json::json!({"a": [1, 2]}));
+        vec![
+            r("success", Some(big), None, true),
+            r("success", Some(big), None, false),
+            r("error", Some(big), Some("bad \"thing\""), true),
+            r("success", Some(&small), None, true),
+            r("pending", None, None, true),
+            r("error", None, Some("boom"), false),
+        ]
+    }
+
+    #[test]
+    fn bodies_are_the_serialised_result_with_big_results_shared() {
+        let text = format!(
+            r#"{{ "data" : "{}", "n" : 1.50 }}"#,
+            "é\\n".repeat(SHARE_ABOVE)
+        );
+        let big = RawJson::parse(Bytes::from(text)).unwrap();
+        for r in results(&big) {
+            let expected = serde_json::to_vec(&r).unwrap();
+            let body = r.to_body().unwrap();
+            assert_eq!(body.len(), expected.len());
+            if r.result.as_ref() == Some(&big) {
+                assert!(
+                    body.parts()
+                        .iter()
+                        .any(|p| p.as_ptr() == big.bytes().as_ptr() && p.len() == big.len()),
+                    "the big result was copied"
+                );
+            }
+            assert_eq!(
+                String::from_utf8(body.into_vec()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            let tool = ToolResult {
+                session_id: "scene-\"1\"".into(),
+                result: r,
+            };
+            let expected = serde_json::to_vec(&tool).unwrap();
+            let body = tool_result(tool.session_id, tool.result).unwrap();
+            assert_eq!(body.into_vec(), expected);
+        }
+    }
+
+    #[test]
+    fn a_big_result_that_is_not_utf8_is_an_error_as_with_serde() {
+        let mut bytes = b"\"".to_vec();
+        bytes.extend(std::iter::repeat_n(b'a', SHARE_ABOVE));
+        bytes.extend_from_slice(b"\xff\"");
+        let r = CommandResult {
+            status: "success",
+            result: Some(RawJson::from_validated(Bytes::from(bytes))),
+            message: None,
+            traceback: None,
+            duration: None,
+            seq: None,
+            job_id: None,
+        };
+        assert!(serde_json::to_vec(&r).is_err());
+        assert!(r.to_body().is_err());
     }
 }

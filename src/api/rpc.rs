@@ -6,8 +6,10 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::methods::Body;
 use crate::error::ManagerError;
 
 /// A parsed request. `id` is `None` for a notification (no reply is sent).
@@ -77,13 +79,13 @@ const SUCCESS_TAIL: &[u8] = b"}\n";
 /// after it, as they are.
 const COPY_LIMIT: usize = 64 * 1024;
 
-/// A response line in the parts it is written in: `head`, `body`, `tail`. A big
-/// result stays in its own buffer (the body) instead of being copied into the
+/// A response line in the parts it is written in: `head`, the pieces of `body`,
+/// `tail`. A big result stays in its own buffers instead of being copied into the
 /// envelope.
 #[derive(Debug)]
 pub struct Response {
     pub head: Vec<u8>,
-    pub body: Vec<u8>,
+    pub body: Vec<Bytes>,
     pub tail: &'static [u8],
 }
 
@@ -98,19 +100,24 @@ impl Response {
     }
 
     /// [`success`], without copying a big result.
-    pub fn success(id: &str, result: Vec<u8>) -> Response {
+    pub fn success(id: &str, result: Body) -> Response {
         if result.len() <= COPY_LIMIT {
-            return Response::whole(success(id, &result));
+            let mut out = success_head(id, result.len() + SUCCESS_TAIL.len());
+            for part in result.parts() {
+                out.extend_from_slice(part);
+            }
+            out.extend_from_slice(SUCCESS_TAIL);
+            return Response::whole(out);
         }
         Response {
             head: success_head(id, 0),
-            body: result,
+            body: result.parts().to_vec(),
             tail: SUCCESS_TAIL,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len() + self.tail.len()
+        self.head.len() + self.body.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,15 +185,15 @@ mod tests {
     #[test]
     fn big_results_are_written_after_their_envelope_not_copied_into_it() {
         let small = br#"{"closed":true}"#.to_vec();
-        let r = Response::success("7", small.clone());
+        let r = Response::success("7", Body::from(small.clone()));
         assert!(r.body.is_empty() && r.tail.is_empty());
         assert_eq!(r.head, success("7", &small));
         let big = format!("\"{}\"", "x".repeat(COPY_LIMIT)).into_bytes();
-        let given = big.clone();
-        let at = given.as_ptr();
+        let given = Body::from(big.clone());
+        let at = given.parts()[0].as_ptr();
         let r = Response::success("\"id\"", given);
-        assert_eq!(r.body.as_ptr(), at, "the result was copied");
-        let line = [&r.head[..], &r.body[..], r.tail].concat();
+        assert_eq!(r.body[0].as_ptr(), at, "the result was copied");
+        let line = [&r.head[..], &r.body.concat(), r.tail].concat();
         assert_eq!(line, success("\"id\"", &big));
         assert_eq!(r.len(), line.len());
     }

@@ -33,8 +33,9 @@ use crate::wire::{Frame, FrameError, JsonFrameCodec, NewlinePolicy};
 
 /// Initial read buffer of a link.
 const READ_BUFFER: usize = 16 * 1024;
-/// Replies above this size get their read buffer replaced afterwards.
-const BIG_FRAME: usize = 1024 * 1024;
+/// Replies above this size get their read buffer replaced afterwards, so such a
+/// reply is the only user of its buffer (a job may keep it without pinning more).
+pub(crate) const BIG_FRAME: usize = 1024 * 1024;
 
 /// Timeouts and limits of a link.
 #[derive(Debug, Clone, Copy)]

@@ -89,7 +89,7 @@ pub(crate) struct JobState {
     pub finished_instant: Option<Instant>,
     pub progress: Progress,
     /// Blender's reply envelope (single command).
-    pub result: Option<RawJson>,
+    pub result: Option<Envelope>,
     pub error: Option<Value>,
     /// One reply envelope per command (batch).
     pub results: Vec<RawJson>,
@@ -388,7 +388,7 @@ impl Job {
     /// Bytes of results this job keeps in memory.
     pub fn kept_bytes(&self) -> usize {
         let st = self.state.lock();
-        st.result.as_ref().map_or(0, RawJson::len)
+        st.result.as_ref().map_or(0, Envelope::len)
             + st.results.iter().map(RawJson::len).sum::<usize>()
     }
 
@@ -443,7 +443,7 @@ pub struct JobRecord {
     pub finished_at: Option<f64>,
     pub progress: Progress,
     pub position: Option<usize>,
-    pub result: Option<RawJson>,
+    pub result: Option<Envelope>,
     pub error: Option<Value>,
     pub metadata: Value,
 }
@@ -453,29 +453,158 @@ pub struct JobRecord {
 pub struct JobResult {
     pub job_id: String,
     pub status: JobStatus,
-    pub result: Option<RawJson>,
+    pub result: Option<Envelope>,
     pub error: Option<Value>,
     pub results: Option<Vec<RawJson>>,
 }
 
-/// Blender's reply envelope as strict JSON: `{"status": "success", "result": ...}`
-/// or `{"status": "error", "message": ...[, "traceback": ...]}`.
+/// Blender's reply envelope, as a job keeps it: `{"status":"success","result":…}`
+/// or `{"status":"error","message":…[,"traceback":…]}` (or whatever a store row held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// `{"status":"success","result":<this>}`. The envelope is written out around
+    /// the result when serialised, so the result is never copied into it.
+    Success(RawJson),
+    /// Any other envelope, as JSON.
+    Whole(RawJson),
+}
+
+const SUCCESS_HEAD: &[u8] = b"{\"status\":\"success\",\"result\":";
+
+impl Envelope {
+    /// Bytes of its JSON text.
+    pub fn len(&self) -> usize {
+        match self {
+            Envelope::Success(r) => SUCCESS_HEAD.len() + r.len() + 1,
+            Envelope::Whole(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The envelope as one JSON value (a copy, for a success).
+    pub fn to_raw(&self) -> RawJson {
+        match self {
+            Envelope::Success(r) => {
+                let mut out = Vec::with_capacity(self.len());
+                out.extend_from_slice(SUCCESS_HEAD);
+                out.extend_from_slice(r.bytes());
+                out.push(b'}');
+                RawJson::from_validated(bytes::Bytes::from(out))
+            }
+            Envelope::Whole(r) => r.clone(),
+        }
+    }
+}
+
+impl Serialize for Envelope {
+    /// The same bytes as [`Envelope::to_raw`] (compact), without building them.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self {
+            Envelope::Success(result) => {
+                let mut s = serializer.serialize_struct("Envelope", 2)?;
+                s.serialize_field("status", "success")?;
+                s.serialize_field("result", result)?;
+                s.end()
+            }
+            Envelope::Whole(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+/// Replies above this size are kept by sharing the reply's bytes rather than a copy:
+/// the link gives such a reply a buffer of its own (see `link::BIG_FRAME`), so
+/// keeping it holds on to nothing else. A smaller reply shares the link's read
+/// buffer with whatever came before and after it; its result is copied out.
+const SHARE_ABOVE: usize = crate::blender::link::BIG_FRAME;
+
+/// Blender's reply envelope: `{"status": "success", "result": ...}` or
+/// `{"status": "error", "message": ...[, "traceback": ...]}`.
 pub fn envelope(
     outcome: &Result<crate::blender::reply::BlenderReply, ManagerError>,
-) -> Option<RawJson> {
+) -> Option<Envelope> {
     let reply = outcome.as_ref().ok()?;
     if reply.success {
-        let mut out = Vec::with_capacity(reply.result.len() + 32);
-        out.extend_from_slice(b"{\"status\":\"success\",\"result\":");
-        out.extend_from_slice(reply.result.bytes());
-        out.push(b'}');
-        Some(RawJson::from_validated(bytes::Bytes::from(out)))
+        let result = if reply.frame.bytes().len() > SHARE_ABOVE {
+            reply.result.clone()
+        } else {
+            reply.result.detached()
+        };
+        Some(Envelope::Success(result))
     } else {
         let mut v =
             json!({"status": "error", "message": reply.message.clone().unwrap_or_default()});
         if let Some(tb) = &reply.traceback {
             v["traceback"] = Value::String(tb.clone());
         }
-        Some(RawJson::from_value(&v))
+        Some(Envelope::Whole(RawJson::from_value(&v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blender::reply::BlenderReply;
+    use crate::wire::JsonFrame;
+
+    fn reply(text: String) -> Result<BlenderReply, ManagerError> {
+        Ok(BlenderReply::parse(JsonFrame::new(bytes::Bytes::from(text))).unwrap())
+    }
+
+    #[test]
+    fn envelopes_serialise_as_their_json() {
+        let small = reply(r#"{"status": "success", "result": {"a" : [1, 2.50]}}"#.into());
+        let big = reply(format!(
+            r#"{{"status":"success","result":"{}","_state":{{}}}}"#,
+            "x".repeat(SHARE_ABOVE)
+        ));
+        let error = reply(r#"{"status":"error","message":"no \"Cube\"","traceback":"T"}"#.into());
+        for outcome in [small, big, error] {
+            let env = envelope(&outcome).unwrap();
+            let text = serde_json::to_vec(&env).unwrap();
+            assert_eq!(text, env.to_raw().bytes().as_ref());
+            assert_eq!(text.len(), env.len());
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            let r = outcome.as_ref().unwrap();
+            if r.success {
+                assert_eq!(
+                    v,
+                    json!({"status": "success", "result": r.result.to_value()})
+                );
+            } else {
+                assert_eq!(
+                    v,
+                    json!({"status": "error", "message": "no \"Cube\"", "traceback": "T"})
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_big_reply_is_shared_with_the_job() {
+        let inside = |outcome: &Result<BlenderReply, ManagerError>| {
+            let r = outcome.as_ref().unwrap();
+            let Some(Envelope::Success(kept)) = envelope(outcome) else {
+                panic!("not a success envelope");
+            };
+            assert_eq!(kept, r.result);
+            r.frame
+                .bytes()
+                .as_ptr_range()
+                .contains(&kept.bytes().as_ptr())
+        };
+        let small = reply(r#"{"status":"success","result":[1,2,3]}"#.into());
+        assert!(
+            !inside(&small),
+            "a small result pins the link's read buffer"
+        );
+        let big = reply(format!(
+            r#"{{"status":"success","result":"{}"}}"#,
+            "x".repeat(SHARE_ABOVE)
+        ));
+        assert!(inside(&big), "a big result was copied");
     }
 }

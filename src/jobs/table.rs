@@ -299,7 +299,7 @@ mod tests {
         futures::executor::block_on(job.finish(
             Finished {
                 status: JobStatus::Completed,
-                result: Some(result),
+                result: Some(super::super::job::Envelope::Whole(result)),
                 error: None,
                 at: 0.0,
             },

@@ -281,10 +281,14 @@ impl SessionActor {
                         origin: CommandOrigin::Rpc,
                     };
                     let outcome = self.execute(req, Some(job)).await;
-                    let env = envelope(&outcome.result).unwrap_or_else(|| {
-                        let msg = outcome.result.as_ref().err().map(ToString::to_string);
-                        RawJson::from_value(&serde_json::json!({"status": "error", "message": msg}))
-                    });
+                    let env = envelope(&outcome.result)
+                        .map(|e| e.to_raw())
+                        .unwrap_or_else(|| {
+                            let msg = outcome.result.as_ref().err().map(ToString::to_string);
+                            RawJson::from_value(
+                                &serde_json::json!({"status": "error", "message": msg}),
+                            )
+                        });
                     let ok = matches!(&outcome.result, Ok(r) if r.success);
                     if !job.push_batch_result(env) {
                         break;

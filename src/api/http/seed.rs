@@ -60,7 +60,7 @@ struct Task<'a> {
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
-    result: Option<RawJson>,
+    result: Option<crate::jobs::job::Envelope>,
     #[serde(skip_serializing_if = "Option::is_none")]
     results: Option<Vec<RawJson>>,
     error: Option<Value>,
