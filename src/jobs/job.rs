@@ -392,6 +392,16 @@ impl Job {
             + st.results.iter().map(RawJson::len).sum::<usize>()
     }
 
+    /// When it finished (tokio's clock) and the bytes of results it keeps; `None`
+    /// while it is not finished.
+    pub fn finished_and_kept_bytes(&self) -> Option<(Instant, usize)> {
+        let st = self.state.lock();
+        let at = st.finished_instant?;
+        let bytes = st.result.as_ref().map_or(0, Envelope::len)
+            + st.results.iter().map(RawJson::len).sum::<usize>();
+        Some((at, bytes))
+    }
+
     pub fn finished_instant(&self) -> Option<Instant> {
         self.state.lock().finished_instant
     }
