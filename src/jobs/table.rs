@@ -5,7 +5,7 @@
 //! checks cost nothing and stay exact as jobs start, finish or are cancelled.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::job::{Job, JobKind, JobRecord, JobState, JobStatus};
+use super::job::{Counters, Job, JobKind, JobRecord, JobState, JobStatus};
 use crate::error::ManagerError;
 
 #[derive(Default)]
@@ -26,7 +26,7 @@ struct Inner {
 
 pub struct JobTable {
     inner: Mutex<Inner>,
-    pending: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     next_ord: AtomicU64,
     capacity: usize,
 }
@@ -44,7 +44,7 @@ impl JobTable {
     pub fn new(capacity: usize) -> Self {
         JobTable {
             inner: Mutex::default(),
-            pending: Arc::new(AtomicUsize::new(0)),
+            counters: Arc::default(),
             next_ord: AtomicU64::new(1),
             capacity,
         }
@@ -55,7 +55,18 @@ impl JobTable {
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
+        self.counters.pending.load(Ordering::Acquire)
+    }
+
+    /// Bytes of results the finished jobs keep (as counted when they finished).
+    pub fn kept_bytes(&self) -> usize {
+        self.counters.kept_bytes.load(Ordering::Acquire)
+    }
+
+    /// Resolves when finished jobs' results have gone past
+    /// [`crate::manager::MAX_FINISHED_JOB_BYTES`] since the last prune.
+    pub async fn over_budget(&self) {
+        self.counters.over_budget.notified().await
     }
 
     /// Creates a pending job, refusing it when `counted` and the queue is full.
@@ -87,7 +98,7 @@ impl JobTable {
             session_id.to_string(),
             kind,
             metadata,
-            self.pending.clone(),
+            self.counters.clone(),
         ));
         inner.order.push_back(job.clone());
         inner.jobs.insert(id, job.clone());
@@ -114,7 +125,7 @@ impl JobTable {
             metadata,
             created_at,
             state,
-            self.pending.clone(),
+            self.counters.clone(),
         ));
         self.next_ord
             .fetch_max(ord.saturating_add(1), Ordering::AcqRel);
@@ -197,6 +208,7 @@ impl JobTable {
         // load, over ~10,000 jobs: no lookups or hashing per job.)
         let (mut kept, mut bytes) = (0usize, 0usize);
         let mut gone = Vec::new();
+        let mut dropped_bytes = 0;
         let mut drop_at = vec![false; inner.order.len()];
         for (i, job) in inner.order.iter().enumerate().rev() {
             let Some((at, size)) = job.finished_and_kept_bytes() else {
@@ -212,8 +224,10 @@ impl JobTable {
             if drop {
                 drop_at[i] = true;
                 gone.push(job.id.clone());
+                dropped_bytes += size;
             }
         }
+        self.counters.take_kept(dropped_bytes);
         if !gone.is_empty() {
             for id in &gone {
                 inner.jobs.remove(id);
@@ -305,6 +319,19 @@ mod tests {
     }
 
     #[test]
+    fn results_past_the_byte_bound_wake_the_sweeper() {
+        use futures::FutureExt;
+        let t = JobTable::new(10);
+        let c = &t.counters;
+        c.add_kept(crate::manager::MAX_FINISHED_JOB_BYTES);
+        assert!(t.over_budget().now_or_never().is_none(), "at the bound");
+        c.add_kept(1);
+        assert!(t.over_budget().now_or_never().is_some(), "past the bound");
+        c.take_kept(1);
+        assert_eq!(t.kept_bytes(), crate::manager::MAX_FINISHED_JOB_BYTES);
+    }
+
+    #[test]
     fn keeps_the_newest_finished_jobs_within_count_and_bytes() {
         let t = JobTable::new(100);
         let jobs: Vec<_> = (0..6)
@@ -330,6 +357,7 @@ mod tests {
         let gone = t.prune(Duration::from_secs(3600), now, usize::MAX, 250);
         assert_eq!(gone, vec![jobs[2].id.clone()]);
         assert_eq!(t.len(), 3);
+        assert_eq!(t.kept_bytes(), 200, "the kept results are counted");
         let listed: Vec<_> = t.list(None, None).into_iter().map(|r| r.id).collect();
         let want: Vec<_> = [5, 4, 3].iter().map(|&i| jobs[i].id.clone()).collect();
         assert_eq!(
@@ -344,6 +372,7 @@ mod tests {
         want.sort();
         assert_eq!(gone, want);
         assert_eq!(t.len(), 1);
+        assert_eq!(t.kept_bytes(), 0);
         assert_eq!(t.pending_of("s").len(), 1);
         assert_eq!(t.position(&jobs[5]), Some(1));
     }
