@@ -4,6 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use blender_session_manager::mock_blender::MockAction;
 use serde_json::json;
 use support::{Harness, Rpc};
@@ -195,6 +197,51 @@ async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
         .ok("get_session_info", json!({"session_id": id}))
         .await;
     assert!(info["command_count"].as_u64().unwrap() < 200, "{info}");
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_is_dropped_after_the_command_timeout() {
+    let h = Harness::start_with(|c| c.command_timeout = Duration::from_millis(300)).await;
+    let big = "b".repeat(256 * 1024);
+    h.mock.always(
+        "big",
+        MockAction::Reply(json!({"status": "success", "result": big})),
+    );
+    let mut hog = h.rpc().await;
+    let id = hog.create().await;
+    // 100 replies of 256 KiB: far more than the socket buffers hold.
+    let line = format!(
+        "{}\n",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "send_command", "params": {"session_id": id, "command_type": "big"}})
+    );
+    for _ in 0..100 {
+        hog.send_raw(line.as_bytes()).await;
+    }
+    // Not reading for well over the timeout; then what was sent before the manager
+    // gave up, and the end of the stream.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut replies = 0;
+    loop {
+        let mut reply = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(60), hog.reader.read_line(&mut reply))
+            .await
+            .expect("the manager closes the connection")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        replies += 1;
+    }
+    assert!(replies < 100, "every reply was written: {replies}");
+    // Everyone else is still served.
+    let mut other = h.rpc().await;
+    let r = other
+        .ok(
+            "send_command",
+            json!({"session_id": id, "command_type": "ping"}),
+        )
+        .await;
+    assert_eq!(r["status"], "success");
 }
 
 #[tokio::test]

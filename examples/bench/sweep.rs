@@ -61,7 +61,7 @@ fn rows(n: usize, offset: usize) -> Restored {
 }
 
 pub fn run(n: usize, scan_runs: usize) -> std::io::Result<SweepResult> {
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::sink());
+    let (writer, _guard) = blender_session_manager::logging::Batcher::start(std::io::sink());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(writer)

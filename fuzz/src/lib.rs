@@ -434,8 +434,51 @@ fn check_params(raw: Option<&RawValue>) {
 /// are mapped to `null`, with no top-level `_state`; it is the input byte for byte when the input
 /// had no `_state`, and otherwise the input's members minus `_state`, each member's text
 /// unchanged; `success` follows `status`, and `result` is the input's `result` member (strict).
+/// The same holds for the frames the codec cuts from the input, and for those `parse`'s one-pass
+/// reading (codec frames) and its `serde_json` reading (unchecked frames) give the same reply, or
+/// the same error.
 pub fn blender_reply(data: &[u8]) {
-    let frame = JsonFrame::new(Bytes::copy_from_slice(data));
+    check_reply(data, JsonFrame::new(Bytes::copy_from_slice(data)));
+    // The same bytes as the link reads them: frames cut by the codec (grammar checked,
+    // so `parse` takes its one-pass path) must read exactly as unchecked frames do
+    // (the `serde_json` path), and meet the same properties.
+    for frame in decode_checked(NewlinePolicy::Stream, 1 << 20, &[data]) {
+        let Frame::Value(checked) = frame else {
+            continue;
+        };
+        assert!(checked.is_checked());
+        let unchecked = JsonFrame::new(checked.bytes().clone());
+        assert!(!unchecked.is_checked());
+        match (
+            BlenderReply::parse(checked.clone()),
+            BlenderReply::parse(unchecked),
+        ) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.success, b.success, "success differs between paths");
+                assert_eq!(a.result, b.result, "result differs between paths");
+                assert_eq!(a.message, b.message, "message differs between paths");
+                assert_eq!(a.traceback, b.traceback, "traceback differs between paths");
+                assert_eq!(a.addon_state, b.addon_state, "_state differs between paths");
+                assert_eq!(
+                    a.relay_bytes(),
+                    b.relay_bytes(),
+                    "relay differs between paths"
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "errors differ between paths"),
+            (a, b) => panic!(
+                "the paths disagree: checked {:?}, unchecked {:?}",
+                a.map(|r| r.success),
+                b.map(|r| r.success)
+            ),
+        }
+        let data = checked.bytes().clone();
+        check_reply(&data, checked);
+    }
+}
+
+/// The properties of one parsed reply; `data` is the frame's bytes.
+fn check_reply(data: &[u8], frame: JsonFrame) {
     let Ok(reply) = BlenderReply::parse(frame.clone()) else {
         return;
     };

@@ -2,13 +2,16 @@
 //!
 //! Concurrency design, per connection: a reader loop decodes lines with the NDJSON
 //! codec and spawns one task per request, so requests run concurrently and replies
-//! may come back out of order (matched by `id`). Replies go through a channel to a
-//! single writer task that owns the socket's write half and batches what is ready
-//! before flushing. At most [`MAX_IN_FLIGHT`] requests per connection are in
-//! progress: the reader holds a semaphore permit per request and the writer releases
-//! it only after the reply is written, so a caller that never reads stops its own
+//! may come back out of order (matched by `id`). The socket's write half sits behind
+//! an async mutex: a request task whose reply is ready writes it itself when no one
+//! else is writing (no hop to another task); otherwise the reply goes through a
+//! channel to the connection's writer task, which batches what is ready before
+//! flushing. At most [`MAX_IN_FLIGHT`] requests per connection are in progress: the
+//! reader holds a semaphore permit per request, released only after the reply is
+//! written (by whichever task wrote it), so a caller that never reads stops its own
 //! reader through TCP backpressure and costs bounded memory, without slowing anyone
-//! else. A request task is not cancelled when its caller disconnects: the session
+//! else. A caller that reads nothing for the command timeout while a reply waits is
+//! dropped: the write half is closed and later replies are discarded. A request task is not cancelled when its caller disconnects: the session
 //! still runs the command and records the result. `authenticate` is handled inline
 //! by the reader, so requests pipelined behind it see its effect.
 
@@ -19,6 +22,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -35,6 +39,10 @@ pub const MAX_IN_FLIGHT: usize = 64;
 
 type Outgoing = (rpc::Response, Option<OwnedSemaphorePermit>);
 
+/// The connection's write half, shared by its request tasks and its writer task;
+/// `None` once the caller was dropped for not reading.
+type Sink = Arc<tokio::sync::Mutex<Option<BufWriter<OwnedWriteHalf>>>>;
+
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(listener: TcpListener, manager: Arc<Manager>, shutdown: CancellationToken) {
     super::accept::accept_loop("jsonrpc", listener, shutdown, move |stream, peer| {
@@ -49,7 +57,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
     let codec = JsonFrameCodec::new(NewlinePolicy::Ndjson, manager.config().max_frame_bytes);
     let mut frames = FramedRead::with_capacity(read, codec, 16 * 1024);
     let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    let writer = tokio::spawn(write_replies(write, rx, manager.config().command_timeout));
+    let stall = manager.config().command_timeout;
+    let sink: Sink = Arc::new(tokio::sync::Mutex::new(Some(BufWriter::with_capacity(
+        64 * 1024,
+        write,
+    ))));
+    let writer = tokio::spawn(write_replies(sink.clone(), rx, stall));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let token = manager.config().token.clone();
     let mut authenticated = token.is_none();
@@ -125,6 +138,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
         }
         let manager = manager.clone();
         let tx = tx.clone();
+        let sink = sink.clone();
         tokio::spawn(async move {
             // A bug in a method must still answer the caller, not leave it waiting.
             let call = methods::call_body(&manager, &request.method, request.params.as_deref());
@@ -144,11 +158,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, manager: Arc<Manager>) 
                 }
             };
             if let Some(id) = request.id.as_deref() {
-                let bytes = match result {
+                let reply = match result {
                     Ok(body) => rpc::Response::success(id, body),
                     Err(e) => rpc::Response::whole(rpc::failure(Some(id), &e)),
                 };
-                let _ = tx.send((bytes, Some(permit)));
+                deliver(&sink, &tx, reply, permit, stall).await;
             }
         });
     }
@@ -182,46 +196,82 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Writes replies as they come, flushing when nothing more is ready; each permit is
-/// released once its reply is handed to the socket.
+/// Writes one reply into `out` (parts bigger than its buffer go to the socket
+/// directly, without a copy).
+async fn put(out: &mut BufWriter<OwnedWriteHalf>, r: &rpc::Response) -> std::io::Result<()> {
+    out.write_all(&r.head).await?;
+    for part in &r.body {
+        out.write_all(part).await?;
+    }
+    out.write_all(r.tail).await
+}
+
+/// Runs a write of replies, giving up after `stall`. On failure the write half is
+/// closed (`None`): the caller is dropped and later replies are discarded.
+async fn write_or_drop(
+    out: &mut Option<BufWriter<OwnedWriteHalf>>,
+    stall: std::time::Duration,
+    write: impl AsyncFnOnce(&mut BufWriter<OwnedWriteHalf>) -> std::io::Result<()>,
+) -> bool {
+    let Some(w) = out.as_mut() else {
+        return false;
+    };
+    match tokio::time::timeout(stall, write(w)).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(_)) => {}
+        Err(_) => tracing::info!(
+            stall_s = stall.as_secs_f64(),
+            "JSON-RPC caller stopped reading replies; closing"
+        ),
+    }
+    *out = None;
+    false
+}
+
+/// Hands a finished request's reply to the socket: written and flushed from this
+/// task when no one else is writing, else queued for the writer task. The permit
+/// is released once the reply is written (or discarded).
+async fn deliver(
+    sink: &Sink,
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    reply: rpc::Response,
+    permit: OwnedSemaphorePermit,
+    stall: std::time::Duration,
+) {
+    let Ok(mut out) = sink.try_lock() else {
+        let _ = tx.send((reply, Some(permit)));
+        return;
+    };
+    write_or_drop(&mut out, stall, async |w| {
+        put(w, &reply).await?;
+        w.flush().await
+    })
+    .await;
+    drop(permit);
+}
+
+/// Writes the replies queued while the socket was busy, flushing when nothing
+/// more is ready; each permit is released once its reply is handed to the socket.
 /// A caller that reads nothing for `stall` while a reply waits is dropped.
 async fn write_replies(
-    write: tokio::net::tcp::OwnedWriteHalf,
+    sink: Sink,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     stall: std::time::Duration,
 ) {
-    let mut out = BufWriter::with_capacity(64 * 1024, write);
-    // Parts bigger than the buffer go to the socket directly, without a copy.
-    async fn put(
-        out: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-        r: &rpc::Response,
-    ) -> std::io::Result<()> {
-        out.write_all(&r.head).await?;
-        for part in &r.body {
-            out.write_all(part).await?;
-        }
-        out.write_all(r.tail).await
-    }
     while let Some((reply, permit)) = rx.recv().await {
-        let batch = async {
-            put(&mut out, &reply).await?;
+        let mut out = sink.lock().await;
+        let written = write_or_drop(&mut out, stall, async |w| {
+            put(w, &reply).await?;
             drop(permit);
             while let Ok((reply, permit)) = rx.try_recv() {
-                put(&mut out, &reply).await?;
+                put(w, &reply).await?;
                 drop(permit);
             }
-            out.flush().await
-        };
-        match tokio::time::timeout(stall, batch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                tracing::info!(
-                    stall_s = stall.as_secs_f64(),
-                    "JSON-RPC caller stopped reading replies; closing"
-                );
-                break;
-            }
+            w.flush().await
+        })
+        .await;
+        if !written {
+            break;
         }
     }
 }

@@ -3,7 +3,9 @@
 //! A reply is `{"status": "success", "result": ...}` or
 //! `{"status": "error", "message": "..."}`, optionally with the project's
 //! `"_state": {"objects", "selection", "active"}`. Only the envelope is parsed; the
-//! `result` member is cut out of the frame as a zero-copy slice. Python's `NaN` and
+//! `result` member is cut out of the frame as a zero-copy slice. A frame the codec cut
+//! (its grammar already checked) is read in one quick pass over its top level, so a
+//! big `result` is skimmed once (and its UTF-8 checked) rather than parsed again. Python's `NaN` and
 //! `Infinity` are turned into `null` for everything the manager re-serialises; the
 //! frame as received is kept so the addon-compatible port can relay it unchanged.
 
@@ -67,8 +69,35 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// The envelope's members as JSON text (slices of the strict frame).
+#[derive(Default)]
+struct Members<'a> {
+    status: Option<Cow<'a, str>>,
+    result: Option<&'a str>,
+    message: Option<&'a str>,
+    state: Option<&'a str>,
+    traceback: Option<&'a str>,
+}
+
+impl<'a> From<Envelope<'a>> for Members<'a> {
+    fn from(env: Envelope<'a>) -> Self {
+        Members {
+            status: env.status,
+            result: env.result.map(RawValue::get),
+            message: env.message.map(RawValue::get),
+            state: env.state.map(RawValue::get),
+            traceback: env.traceback.map(RawValue::get),
+        }
+    }
+}
+
 impl BlenderReply {
     /// Parses a reply frame. The error says what was wrong, for `blender_bad_reply`.
+    ///
+    /// A frame cut by the codec (whose grammar is checked) is read in one quick
+    /// pass over its top level ([`scan_members`]) instead of a second full parse;
+    /// whatever that pass does not settle goes to `serde_json` as before, so the
+    /// outcome is the same either way.
     pub fn parse(frame: JsonFrame) -> Result<BlenderReply, String> {
         let strict: Bytes = match frame.strict_bytes() {
             Cow::Borrowed(_) => frame.bytes().clone(),
@@ -77,11 +106,20 @@ impl BlenderReply {
         if strict.first() != Some(&b'{') {
             return Err(format!("expected a JSON object, got {}", preview(&strict)));
         }
-        let env: Envelope<'_> =
-            serde_json::from_slice(&strict).map_err(|e| format!("{e} in {}", preview(&strict)))?;
-        let slice_of = |raw: &RawValue| -> Range<usize> {
-            let start = raw.get().as_ptr() as usize - strict.as_ptr() as usize;
-            start..start + raw.get().len()
+        let scanned = if frame.is_checked() {
+            scan_members(&strict)
+        } else {
+            None
+        };
+        let env = match scanned {
+            Some(members) => members,
+            None => serde_json::from_slice::<Envelope<'_>>(&strict)
+                .map_err(|e| format!("{e} in {}", preview(&strict)))?
+                .into(),
+        };
+        let slice_of = |raw: &str| -> Range<usize> {
+            let start = raw.as_ptr() as usize - strict.as_ptr() as usize;
+            start..start + raw.len()
         };
         let success = match env.status.as_deref() {
             Some("success") => true,
@@ -93,9 +131,9 @@ impl BlenderReply {
             Some(raw) => RawJson::from_validated(strict.slice(slice_of(raw))),
             None => RawJson::null(),
         };
-        let message = env.message.map(|raw| {
-            serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
-        });
+        let message = env
+            .message
+            .map(|raw| serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string()));
         let (addon_state, state_span) = match env.state {
             Some(raw) => {
                 let span = if frame.has_nonfinite() {
@@ -104,7 +142,7 @@ impl BlenderReply {
                 } else {
                     Some(slice_of(raw))
                 };
-                (serde_json::from_str::<AddonState>(raw.get()).ok(), span)
+                (serde_json::from_str::<AddonState>(raw).ok(), span)
             }
             None => (None, None),
         };
@@ -113,9 +151,9 @@ impl BlenderReply {
             success,
             result,
             message,
-            traceback: env.traceback.map(|raw| {
-                serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
-            }),
+            traceback: env
+                .traceback
+                .map(|raw| serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())),
             addon_state,
             state_span,
         })
@@ -262,6 +300,136 @@ fn top_level_value(b: &[u8], key: &[u8]) -> Option<Range<usize>> {
     None
 }
 
+/// The members of `b`, a JSON object whose grammar is known to be valid, found by
+/// walking its top level: strings are skipped by `memchr`, nested values by
+/// counting brackets, and only the small members (`status`, `message`, …) are
+/// parsed. For a big reply this replaces a full second parse with a fast skim of
+/// the `result` plus its UTF-8 check.
+///
+/// It gives what `serde_json` gives for [`Envelope`], or `None` where `serde_json`
+/// must decide (an escaped or non-UTF-8 key, a member of the envelope given twice,
+/// a `status` that is neither a string nor `null`, a member's text that is not
+/// UTF-8, anything unexpected): the caller then parses with `serde_json`, so its
+/// answers and error messages are unchanged.
+fn scan_members(b: &[u8]) -> Option<Members<'_>> {
+    fn text(v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok()
+    }
+    /// `null` reads as absent, as with serde's `Option`.
+    fn opt(v: &[u8]) -> Option<Option<&str>> {
+        if v == b"null" {
+            Some(None)
+        } else {
+            text(v).map(Some)
+        }
+    }
+    let mut m = Members::default();
+    let mut seen = [false; 5];
+    let mut i = skip_ws(b, 1);
+    if *b.get(i)? == b'}' {
+        return (i + 1 == b.len()).then_some(m);
+    }
+    loop {
+        if *b.get(i)? != b'"' {
+            return None;
+        }
+        let key_end = string_end(b, i)?;
+        let key = &b[i + 1..key_end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        text(key)?;
+        i = skip_ws(b, key_end);
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        let start = skip_ws(b, i + 1);
+        let end = value_end(b, start)?;
+        let value = &b[start..end];
+        let slot = match key {
+            b"status" => 0,
+            b"result" => 1,
+            b"message" => 2,
+            b"_state" => 3,
+            b"traceback" => 4,
+            _ => usize::MAX,
+        };
+        if slot != usize::MAX {
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            match slot {
+                0 => m.status = serde_json::from_slice::<Option<Cow<'_, str>>>(value).ok()?,
+                1 => m.result = opt(value)?,
+                2 => m.message = opt(value)?,
+                3 => m.state = Some(text(value)?),
+                _ => m.traceback = opt(value)?,
+            }
+        }
+        i = skip_ws(b, end);
+        match *b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return (i + 1 == b.len()).then_some(m),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the closing quote of the string opening at `b[i]`.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'"' {
+            return Some(j + 1);
+        }
+        j += 2;
+    }
+}
+
+/// The index after the (grammatically valid) value starting at `b[i]`.
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+            {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
 fn preview(b: &[u8]) -> String {
     let cut = &b[..b.len().min(80)];
     let mut s = String::from_utf8_lossy(cut).into_owned();
@@ -274,9 +442,87 @@ fn preview(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{Frame, JsonFrameCodec, NewlinePolicy};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
 
+    /// The reply as the link reads it (a codec frame), checked against the
+    /// `serde_json` reading of the same bytes.
     fn reply(s: &str) -> Result<BlenderReply, String> {
-        BlenderReply::parse(JsonFrame::new(Bytes::copy_from_slice(s.as_bytes())))
+        let unchecked = BlenderReply::parse(JsonFrame::new(Bytes::copy_from_slice(s.as_bytes())));
+        let mut codec = JsonFrameCodec::new(NewlinePolicy::Stream, 1 << 20);
+        let mut buf = BytesMut::from(s.as_bytes());
+        let Some(Frame::Value(frame)) = codec.decode_eof(&mut buf).unwrap() else {
+            return unchecked;
+        };
+        let checked = BlenderReply::parse(frame);
+        match (&checked, &unchecked) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.success, &a.result, &a.message, &a.traceback),
+                    (b.success, &b.result, &b.message, &b.traceback)
+                );
+                assert_eq!(a.addon_state, b.addon_state);
+                assert_eq!(a.relay_bytes(), b.relay_bytes());
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("the two readings disagree on {s}"),
+        }
+        checked
+    }
+
+    fn members(s: &str) -> Option<Vec<Option<String>>> {
+        let m = scan_members(s.as_bytes())?;
+        Some(
+            [
+                m.status.map(|c| c.into_owned()),
+                m.result.map(str::to_string),
+                m.message.map(str::to_string),
+                m.state.map(str::to_string),
+                m.traceback.map(str::to_string),
+            ]
+            .into(),
+        )
+    }
+
+    #[test]
+    fn the_one_pass_reading_finds_the_members_and_defers_the_rest() {
+        let s = r#"{ "x" : [{"y": "\"}]"}, -1.5e3, true], "status" : "succ\u0065ss",
+            "result":{"a" : [1, "}]\"{", {}]} ,"_state":null,"message":null,"n":null }"#;
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(
+            members(s).unwrap(),
+            vec![
+                some("success"),
+                some(r#"{"a" : [1, "}]\"{", {}]}"#),
+                None,
+                some("null"),
+                None
+            ]
+        );
+        assert_eq!(members("{}").unwrap(), vec![None; 5]);
+        assert_eq!(members(r#"{"result":7}"#).unwrap()[1], some("7"));
+        // Left to serde_json: a repeated member, an escaped key, a status that is not
+        // text, text that is not UTF-8.
+        assert!(members(r#"{"status":"success","status":"error"}"#).is_none());
+        assert!(members(r#"{"result":1,"result":null}"#).is_none());
+        assert!(members(r#"{"\u0073tatus":"success"}"#).is_none());
+        assert!(members(r#"{"status":1}"#).is_none());
+        assert!(scan_members(b"{\"result\":\"\xff\"}").is_none());
+        // Unknown members are skipped whatever they hold, as serde_json skips them.
+        assert!(scan_members(b"{\"x\":\"\xff\",\"status\":\"error\"}").is_some());
+        for s in [
+            r#"{"status":"success","status":"error"}"#,
+            r#"{"status":1}"#,
+        ] {
+            assert!(reply(s).is_err(), "{s}");
+        }
+        // serde_json reads the escaped key as `status`.
+        assert!(
+            reply(r#"{"\u0073tatus":"success","result":[]}"#)
+                .unwrap()
+                .success
+        );
     }
 
     #[test]

@@ -114,7 +114,42 @@ pub struct Job {
     status_tx: watch::Sender<JobStatus>,
     /// Wakes a session task waiting for a cancel in progress to settle.
     settled: tokio::sync::Notify,
-    pending_count: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+}
+
+/// Counts shared by the jobs of one table.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Jobs pending: queue slots in use.
+    pub pending: AtomicUsize,
+    /// Bytes of results kept by finished jobs, added as each finishes (pruning takes
+    /// its jobs' bytes off again).
+    pub kept_bytes: AtomicUsize,
+    /// Fired when a finishing job takes `kept_bytes` past
+    /// [`crate::manager::MAX_FINISHED_JOB_BYTES`], so the bound is enforced at once
+    /// rather than at the next periodic prune.
+    pub over_budget: tokio::sync::Notify,
+}
+
+impl Counters {
+    pub(crate) fn add_kept(&self, bytes: usize) {
+        let total = self.kept_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if bytes > 0 && total > crate::manager::MAX_FINISHED_JOB_BYTES {
+            self.over_budget.notify_one();
+        }
+    }
+
+    pub(crate) fn take_kept(&self, bytes: usize) {
+        let _ = self
+            .kept_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+    }
+}
+
+fn kept_bytes_of(st: &JobState) -> usize {
+    st.result.as_ref().map_or(0, Envelope::len) + st.results.iter().map(RawJson::len).sum::<usize>()
 }
 
 impl Job {
@@ -124,7 +159,7 @@ impl Job {
         session_id: String,
         kind: JobKind,
         metadata: Value,
-        pending_count: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     ) -> Job {
         let total = match &kind {
             JobKind::Single { .. } => 1,
@@ -153,7 +188,7 @@ impl Job {
                 outcome: None,
                 cancel_requested: false,
             },
-            pending_count,
+            counters,
         )
     }
 
@@ -167,10 +202,13 @@ impl Job {
         metadata: Value,
         created_at: f64,
         state: JobState,
-        pending_count: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     ) -> Job {
         if state.status == JobStatus::Pending {
-            pending_count.fetch_add(1, Ordering::AcqRel);
+            counters.pending.fetch_add(1, Ordering::AcqRel);
+        }
+        if state.status.is_final() {
+            counters.add_kept(kept_bytes_of(&state));
         }
         let (status_tx, _) = watch::channel(state.status);
         Job {
@@ -183,7 +221,7 @@ impl Job {
             state: Mutex::new(state),
             status_tx,
             settled: tokio::sync::Notify::new(),
-            pending_count,
+            counters,
         }
     }
 
@@ -215,10 +253,14 @@ impl Job {
         self.state.lock().status
     }
 
-    /// Moves the job to `to` and wakes waiters. Leaving `pending` frees a queue slot.
+    /// Moves the job to `to` and wakes waiters. Leaving `pending` frees a queue slot;
+    /// becoming final counts the results it keeps.
     fn transition(&self, st: &mut JobState, to: JobStatus) {
         if st.status == JobStatus::Pending && to != JobStatus::Pending {
-            self.pending_count.fetch_sub(1, Ordering::AcqRel);
+            self.counters.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        if to.is_final() && !st.status.is_final() {
+            self.counters.add_kept(kept_bytes_of(st));
         }
         st.status = to;
         if to.is_final() {
@@ -387,9 +429,14 @@ impl Job {
 
     /// Bytes of results this job keeps in memory.
     pub fn kept_bytes(&self) -> usize {
+        kept_bytes_of(&self.state.lock())
+    }
+
+    /// When it finished (tokio's clock) and the bytes of results it keeps; `None`
+    /// while it is not finished.
+    pub fn finished_and_kept_bytes(&self) -> Option<(Instant, usize)> {
         let st = self.state.lock();
-        st.result.as_ref().map_or(0, Envelope::len)
-            + st.results.iter().map(RawJson::len).sum::<usize>()
+        Some((st.finished_instant?, kept_bytes_of(&st)))
     }
 
     pub fn finished_instant(&self) -> Option<Instant> {

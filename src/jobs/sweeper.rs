@@ -1,4 +1,5 @@
-//! Prunes finished jobs after the job TTL, on the idle sweep's interval.
+//! Prunes finished jobs after the job TTL, on the idle sweep's interval, and at
+//! once when finished jobs' results pass the byte bound.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => manager.prune_jobs().await,
+            _ = manager.jobs().over_budget() => manager.prune_jobs().await,
         }
     }
 }

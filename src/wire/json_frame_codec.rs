@@ -100,17 +100,43 @@ pub enum NewlinePolicy {
 }
 
 /// The bytes of exactly one JSON value, without surrounding whitespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equality compares the bytes (and so the non-finite flag); where the frame came
+/// from ([`JsonFrame::is_checked`]) does not take part.
+#[derive(Clone, Debug)]
 pub struct JsonFrame {
     bytes: Bytes,
     nonfinite: bool,
+    /// Cut by [`JsonFrameCodec`], whose scan checked the JSON grammar of every byte.
+    checked: bool,
 }
+
+impl PartialEq for JsonFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && self.nonfinite == other.nonfinite
+    }
+}
+
+impl Eq for JsonFrame {}
 
 impl JsonFrame {
     /// Wraps bytes holding one JSON value; computes the non-finite flag by a scan.
+    /// Nothing is checked: [`JsonFrame::is_checked`] is `false`.
     pub fn new(bytes: Bytes) -> Self {
         let nonfinite = next_nonfinite(&bytes, 0).is_some();
-        JsonFrame { bytes, nonfinite }
+        JsonFrame {
+            bytes,
+            nonfinite,
+            checked: false,
+        }
+    }
+
+    /// Whether the frame was cut by [`JsonFrameCodec`], so its bytes are known to be
+    /// one value of the JSON grammar (with non-finite tokens allowed; UTF-8, number
+    /// ranges and surrogate escapes are not checked). Readers may then skip checks of
+    /// their own, which a frame made with [`JsonFrame::new`] does not allow.
+    pub fn is_checked(&self) -> bool {
+        self.checked
     }
 
     /// The frame's bytes.
@@ -369,7 +395,11 @@ impl JsonFrameCodec {
                             let bytes = buf.split_to(self.pos).freeze();
                             let nonfinite = self.nonfinite;
                             self.reset(Lex::Idle);
-                            Frame::Value(JsonFrame { bytes, nonfinite })
+                            Frame::Value(JsonFrame {
+                                bytes,
+                                nonfinite,
+                                checked: true,
+                            })
                         }
                         Outcome::Error { offset, reason } => {
                             buf.advance(offset);
@@ -695,6 +725,7 @@ impl Decoder for JsonFrameCodec {
                 Some(Frame::Value(JsonFrame {
                     bytes,
                     nonfinite: false,
+                    checked: true,
                 }))
             }
             _ => Some(Frame::Invalid(FrameError::Truncated)),
