@@ -1,131 +1,12 @@
 //! The binary as users run it: start-up, refusals, signals, and the CLI client.
 
+mod manager_process;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use blender_session_manager::mock_blender::MockBlender;
-
-const BIN: &str = env!("CARGO_BIN_EXE_blender-session-manager");
-
-fn clean_command() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_MANAGER_") || k.starts_with("BLENDER_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("RUST_LOG", "info");
-    // Never the user's real database; tests that need a file pass --db.
-    c.env("SESSION_MANAGER_DB", ":memory:");
-    c
-}
-
-/// A manager process; reads stderr until the start-up line names the addresses.
-struct Manager {
-    child: Child,
-    rpc: SocketAddr,
-    compat: SocketAddr,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    Some(line[start..].split_whitespace().next()?.to_string())
-}
-
-impl Manager {
-    fn start(extra: &[&str]) -> Manager {
-        Self::start_with_log(extra, "info")
-    }
-
-    /// Started with `RUST_LOG` set to `filter`.
-    fn start_with_log(extra: &[&str], filter: &str) -> Manager {
-        let mut child = clean_command()
-            .env("RUST_LOG", filter)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--compat-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the manager never logged its start-up line");
-            };
-            if line.contains("session manager started") {
-                let addr = |key| field(&line, key).and_then(|a| a.parse().ok());
-                if let (Some(rpc), Some(compat)) = (addr("jsonrpc"), addr("compat")) {
-                    return Manager {
-                        child,
-                        rpc,
-                        compat,
-                        log: rx,
-                    };
-                }
-            }
-        }
-    }
-
-    fn client(&self, args: &[&str]) -> std::process::Output {
-        clean_command()
-            .args(["--manager", &self.rpc.to_string()])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Log lines received so far and until `pred` matches one (bounded wait).
-    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        loop {
-            match self
-                .log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if pred(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("awaited log line never came; saw:\n{}", seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sigterm(child: &Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-}
+use manager_process::{clean_command, rpc_call, temp_dir, ManagerProcess};
 
 #[test]
 fn refuses_a_non_loopback_listen_without_a_token() {
@@ -171,7 +52,7 @@ fn env_vars_configure_serve() {
 fn stops_cleanly_on_sigterm_and_logs_the_story() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockBlender::start());
-    let mut m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let mut m = ManagerProcess::start(&["--blender", &mock.addr().to_string()]);
     let out = m.client(&["call", "execute_code", r#"{"code": "print hello"}"#]);
     assert!(
         out.status.success(),
@@ -184,11 +65,12 @@ fn stops_cleanly_on_sigterm_and_logs_the_story() {
     let id = created.trim().trim_start_matches("created session ");
     m.wait_log(|l| l.contains("session created") && l.contains(id));
     m.wait_log(|l| l.contains("Blender connected for session") && l.contains(id));
-    sigterm(&m.child);
-    let status = m.child.wait().unwrap();
+    let before = m.seen.len();
+    m.signal(libc::SIGTERM);
+    let status = m.wait_exit();
     assert!(status.success(), "{status:?}");
     // Everything logged after the session was connected, up to the exit.
-    let rest: Vec<String> = m.log.iter().collect();
+    let rest = &m.seen[before..];
     assert!(
         rest.iter().any(|l| l.contains("session closed")
             && l.contains(id)
@@ -214,7 +96,7 @@ fn stops_cleanly_on_sigterm_and_logs_the_story() {
 fn debug_level_logs_every_command() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockBlender::start());
-    let m = Manager::start_with_log(
+    let mut m = ManagerProcess::start_with_log(
         &["--blender", &mock.addr().to_string()],
         "info,blender_session_manager=debug",
     );
@@ -235,7 +117,7 @@ fn debug_level_logs_every_command() {
 fn cli_lists_shows_and_closes_sessions() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockBlender::start());
-    let m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let m = ManagerProcess::start(&["--blender", &mock.addr().to_string()]);
     let out = m.client(&["call", "get_scene_info"]);
     assert!(out.status.success());
     let id = String::from_utf8_lossy(&out.stderr)
@@ -308,24 +190,6 @@ fn json_logs_are_one_object_per_line() {
     assert!(v["jsonrpc"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 
-fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("bsm-proc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// One JSON-RPC call over a fresh connection (blocking).
-fn rpc_call(addr: SocketAddr, method: &str, params: serde_json::Value) -> serde_json::Value {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    writeln!(s, "{req}").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
 #[test]
 fn a_result_survives_sigkill_right_after_the_job_completed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -334,10 +198,10 @@ fn a_result_survives_sigkill_right_after_the_job_completed() {
         "stuck",
         blender_session_manager::mock_blender::MockAction::NoReply,
     );
-    let dir = temp_db("sigkill");
+    let dir = temp_dir("sigkill");
     let db = dir.join("manager.db").to_string_lossy().into_owned();
     let backend = mock.addr().to_string();
-    let mut m = Manager::start(&["--blender", &backend, "--db", &db]);
+    let mut m = ManagerProcess::start(&["--blender", &backend, "--db", &db]);
     let id = rpc_call(m.rpc, "create_session", serde_json::json!({}))["result"]["session_id"]
         .as_str()
         .unwrap()
@@ -365,7 +229,7 @@ fn a_result_survives_sigkill_right_after_the_job_completed() {
     m.child.kill().unwrap();
     m.child.wait().unwrap();
 
-    let m2 = Manager::start(&["--blender", &backend, "--db", &db]);
+    let m2 = ManagerProcess::start(&["--blender", &backend, "--db", &db]);
     let r = rpc_call(
         m2.rpc,
         "get_job_result",
@@ -392,7 +256,7 @@ fn a_result_survives_sigkill_right_after_the_job_completed() {
 
 #[test]
 fn an_unusable_database_path_is_a_clear_start_up_error() {
-    let dir = temp_db("unusable");
+    let dir = temp_dir("unusable");
     let file = dir.join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     // A path under a regular file cannot be created, even by root.
@@ -419,7 +283,7 @@ fn an_unusable_database_path_is_a_clear_start_up_error() {
 fn cli_lists_shows_and_waits_for_jobs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockBlender::start());
-    let m = Manager::start(&["--blender", &mock.addr().to_string()]);
+    let m = ManagerProcess::start(&["--blender", &mock.addr().to_string()]);
     let out = m.client(&[
         "--json",
         "call",

@@ -51,7 +51,13 @@ impl ManagerProcess {
     /// `serve` on ephemeral loopback ports plus `extra`; returns once the
     /// start-up line names the addresses.
     pub fn start(extra: &[&str]) -> ManagerProcess {
+        Self::start_with_log(extra, "info")
+    }
+
+    /// As [`start`](Self::start), with `RUST_LOG` set to `filter`.
+    pub fn start_with_log(extra: &[&str], filter: &str) -> ManagerProcess {
         let mut command = clean_command();
+        command.env("RUST_LOG", filter);
         command.args([
             "serve",
             "--listen",
@@ -140,6 +146,15 @@ impl ManagerProcess {
             }
         }
         self.child.wait().unwrap()
+    }
+
+    /// Runs a client subcommand of the binary against this manager.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        clean_command()
+            .args(["--manager", &self.rpc.to_string()])
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub fn signal(&self, signal: i32) {
