@@ -426,6 +426,19 @@ pub fn is_live(setting: &str) -> bool {
     )
 }
 
+impl Config {
+    /// This configuration with the settings [`is_live`] refuses taken from
+    /// `running`: what a reload puts in force.
+    pub fn keeping_restart_settings(mut self, running: &Config) -> Config {
+        self.listen = running.listen;
+        self.compat_listen = running.compat_listen;
+        self.http_listen = running.http_listen;
+        self.db = running.db.clone();
+        self.log_format = running.log_format;
+        self
+    }
+}
+
 /// One setting that differs between two configurations (see [`Config::changes`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigChange {

@@ -26,7 +26,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod config_file;
-pub mod config_reload;
 pub mod error;
 pub mod jobs;
 pub mod logging;

@@ -19,7 +19,7 @@ use tracing::info;
 use crate::blender::link::{BlenderLink, LinkSettings};
 use crate::blender::pool::{BackendPool, HealthSettings};
 use crate::clock::unix_now;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigChange, ConfigError};
 use crate::error::ManagerError;
 use crate::jobs::job::{JobRecord, JobResult};
 use crate::jobs::{Job, JobKind, JobStatus, JobTable};
@@ -158,22 +158,10 @@ impl Manager {
         let pool = self
             .pool
             .apply(&new.backends, link_settings(&new), health_settings(&new));
-        let applied: Vec<Value> = changes
-            .iter()
-            .filter(|c| c.live)
-            .map(|c| json!({"setting": c.setting, "old": c.old, "new": c.new}))
-            .collect();
-        let restart: Vec<Value> = changes
-            .iter()
-            .filter(|c| !c.live)
-            .map(|c| json!({"setting": c.setting, "old": c.old, "new": c.new}))
-            .collect();
+        let (applied, restart): (Vec<&ConfigChange>, Vec<&ConfigChange>) =
+            changes.iter().partition(|c| c.live);
         // Settings that need a restart keep their running values.
-        let mut kept = new;
-        for c in changes.iter().filter(|c| !c.live) {
-            kept.keep_running_setting(c.setting, &old);
-        }
-        *self.config.write() = Arc::new(kept);
+        *self.config.write() = Arc::new(new.keeping_restart_settings(&old));
         info!(
             changed = applied.len(),
             needs_restart = restart.len(),
