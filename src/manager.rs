@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::blender::link::{BlenderLink, LinkSettings};
+use crate::blender::backend::Seat;
+use crate::blender::link::LinkSettings;
 use crate::blender::pool::{BackendPool, HealthSettings};
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigChange, ConfigError};
@@ -299,9 +300,9 @@ impl Manager {
         if self.shutdown.is_cancelled() {
             return Err(ManagerError::ShuttingDown);
         }
-        let backend = self.pool.place(backend)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let history_limit = self.config().history_limit;
+        let (backend, seat) = self.pool.place(backend)?;
         let inserted = self.registry.insert_new(id::mint, |id| SessionHandle {
             session: Arc::new(Session::new(
                 id,
@@ -312,13 +313,7 @@ impl Manager {
             )),
             tx,
         });
-        let handle = match inserted {
-            Ok(h) => h,
-            Err(e) => {
-                backend.session_ended();
-                return Err(e);
-            }
-        };
+        let handle = inserted?;
         if let Err(e) = self.persist.session_created(&handle).await {
             self.registry
                 .close(handle.id(), DisconnectReason::ClosedByCaller);
@@ -327,7 +322,7 @@ impl Manager {
             )));
         }
         info!(session = %handle.id(), backend = %handle.session.backend.name, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
-        let ready_rx = self.spawn_session(&handle, rx, true);
+        let ready_rx = self.spawn_session(&handle, rx, seat, true);
         let _ = ready_rx.await;
         Ok(handle)
     }
@@ -338,9 +333,9 @@ impl Manager {
         &self,
         handle: &SessionHandle,
         rx: tokio::sync::mpsc::UnboundedReceiver<crate::session::handle::SessionMsg>,
+        seat: Seat,
         connect_now: bool,
     ) -> oneshot::Receiver<()> {
-        let link = BlenderLink::new(handle.session.backend.clone());
         let config = self.config();
         let limits = ActorLimits {
             history_result_limit: config.history_result_limit,
@@ -350,12 +345,12 @@ impl Manager {
         };
         let actor = SessionActor::new(
             handle.session.clone(),
-            link,
             rx,
             limits,
             self.persist.clone(),
             self.metrics.clone(),
             self.pool.pause.clone(),
+            seat,
         );
         let (ready_tx, ready_rx) = oneshot::channel();
         self.tasks.spawn(actor.run(ready_tx));
@@ -681,8 +676,7 @@ impl Manager {
             if self.registry.insert_restored(handle.clone()).is_err() {
                 continue;
             }
-            backend.session_added();
-            drop(self.spawn_session(&handle, rx, false));
+            drop(self.spawn_session(&handle, rx, backend.seat(), false));
             sessions += 1;
         }
         for row in restored.jobs {

@@ -122,6 +122,20 @@ async fn placement_balances_by_weight_pins_sessions_and_names_unknown_backends()
     assert_eq!(e["code"], -32602);
     let msg = e["message"].as_str().unwrap();
     assert!(msg.contains("\"nope\"") && msg.contains("a, b, c"), "{msg}");
+    // A session refused for capacity takes no place.
+    let full = server.manager.registry().max_sessions();
+    server
+        .manager
+        .registry()
+        .set_max_sessions(server.manager.registry().len());
+    assert_eq!(rpc.err("create_session", json!({})).await["code"], -32008);
+    let s = rpc.ok("get_manager_status", json!({})).await;
+    let total: u64 = ["a", "b", "c"]
+        .iter()
+        .map(|n| backend_status(&s, n)["sessions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 10, "{s}");
+    server.manager.registry().set_max_sessions(full);
     // Closing sessions gives their places back.
     for (id, _) in &placed {
         rpc.ok("close_session", json!({"session_id": id})).await;

@@ -13,6 +13,7 @@
 //! marked the backend down, links do not dial at all; only the probe does.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -108,12 +109,10 @@ impl Backend {
         self.sessions.load(Ordering::Acquire)
     }
 
-    pub(crate) fn session_added(&self) {
+    /// Counts one session on this backend until the returned seat drops.
+    pub(crate) fn seat(self: &Arc<Self>) -> Seat {
         self.sessions.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn session_ended(&self) {
-        self.sessions.fetch_sub(1, Ordering::AcqRel);
+        Seat(self.clone())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -220,13 +219,10 @@ impl Backend {
     /// Records a gated attempt's outcome (called with the gate held).
     fn attempt_finished(&self, outcome: Result<(), String>) {
         {
-            let mut b = self.backoff.lock();
             match outcome {
-                Ok(()) => {
-                    b.0.record_success();
-                    b.1 = None;
-                }
+                Ok(()) => self.clear_backoff(),
                 Err(e) => {
+                    let mut b = self.backoff.lock();
                     b.0.record_failure(Instant::now());
                     b.1 = Some(e);
                 }
@@ -294,9 +290,7 @@ impl Backend {
         let was_down = self.down.swap(false, Ordering::AcqRel);
         if was_down {
             // Sessions may connect at once: the probe just did.
-            let mut b = self.backoff.lock();
-            b.0.record_success();
-            b.1 = None;
+            self.clear_backoff();
         }
         was_down
     }
@@ -314,6 +308,11 @@ impl Backend {
     pub(crate) fn reset_health(&self) {
         self.probe_failures.store(0, Ordering::Release);
         self.down.store(false, Ordering::Release);
+        self.clear_backoff();
+    }
+
+    /// The next connect may be made at once.
+    fn clear_backoff(&self) {
         let mut b = self.backoff.lock();
         b.0.record_success();
         b.1 = None;
@@ -340,6 +339,17 @@ impl Backend {
             "last_probe_ok": self.last_probe.lock().map(|(_, ok)| ok),
             "connect_attempts": self.connect_attempts(),
         })
+    }
+}
+
+/// A session counted on a backend; held by the session's task (or dropped on a
+/// path where the task never starts), so the count cannot leak.
+#[derive(Debug)]
+pub(crate) struct Seat(Arc<Backend>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

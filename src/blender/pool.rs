@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend::Backend;
+use super::backend::{Backend, Seat};
 use super::health;
 use super::link::LinkSettings;
 use crate::config::{BackendAddr, BackendSpec};
@@ -122,7 +122,7 @@ impl BackendPool {
     /// Picks a backend for a new session and counts the session on it. `wanted`
     /// names one; otherwise the healthy backend with the fewest sessions per unit of
     /// weight (ties: the first listed), preferring one that is not paused.
-    pub fn place(&self, wanted: Option<&str>) -> Result<Arc<Backend>, ManagerError> {
+    pub(crate) fn place(&self, wanted: Option<&str>) -> Result<(Arc<Backend>, Seat), ManagerError> {
         let _placing = self.placing.lock();
         let chosen = match wanted {
             Some(name) => {
@@ -191,8 +191,8 @@ impl BackendPool {
                 }
             }
         };
-        chosen.session_added();
-        Ok(chosen)
+        let seat = chosen.seat();
+        Ok((chosen, seat))
     }
 
     pub fn names(&self) -> Vec<String> {

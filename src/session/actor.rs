@@ -25,6 +25,7 @@ use super::disconnect::DisconnectReason;
 use super::handle::{CommandOrigin, CommandOutcome, CommandRequest, Session, SessionMsg};
 use super::history::{CommandStatus, HistoryEntry};
 use super::state::Snapshot;
+use crate::blender::backend::Seat;
 use crate::blender::link::BlenderLink;
 use crate::blender::request;
 use crate::clock::unix_now;
@@ -56,26 +57,29 @@ pub(crate) struct SessionActor {
     metrics: Arc<Metrics>,
     /// The whole-manager pause switch (the backend's is `session.backend.pause`).
     pause: Arc<Pause>,
+    /// Counts the session on its backend while the task lives.
+    _seat: Seat,
 }
 
 impl SessionActor {
     pub(crate) fn new(
         session: Arc<Session>,
-        link: BlenderLink,
         rx: mpsc::UnboundedReceiver<SessionMsg>,
         limits: ActorLimits,
         persist: Persist,
         metrics: Arc<Metrics>,
         pause: Arc<Pause>,
+        seat: Seat,
     ) -> Self {
         SessionActor {
+            link: BlenderLink::new(session.backend.clone()),
             session,
-            link,
             rx,
             limits,
             persist,
             metrics,
             pause,
+            _seat: seat,
         }
     }
 
@@ -157,7 +161,6 @@ impl SessionActor {
         }
         self.link.close();
         self.sync_link_status();
-        self.session.backend.session_ended();
         debug!(session = %id, "session task finished");
     }
 
