@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::blender::backend::Seat;
-use crate::blender::link::LinkSettings;
+use crate::blender::link::{BlenderLink, LinkSettings};
 use crate::blender::pool::{BackendPool, HealthSettings};
 use crate::clock::unix_now;
 use crate::config::{Config, ConfigChange, ConfigError};
@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::raw_json::RawJson;
 use crate::session::actor::{ActorLimits, SessionActor};
-use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionOwner};
+use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionMsg, SessionOwner};
 use crate::session::{
     id, CommandOrigin, CommandOutcome, DisconnectReason, HistoryEntry, SceneState, Session,
     SessionHandle, SessionRegistry, Snapshot,
@@ -321,30 +321,56 @@ impl Manager {
                 "could not record the session: {e}"
             )));
         }
-        info!(session = %handle.id(), backend = %handle.session.backend.name, owner = %serde_json::to_value(owner).unwrap_or_default().as_str().unwrap_or("rpc"), "session created");
-        let ready_rx = self.spawn_session(&handle, rx, seat, true);
-        let _ = ready_rx.await;
+        // The first connect attempt is made here, on the caller's task, so the
+        // caller is answered without a round trip through the session task. A
+        // caller that goes away during it leaves a session whose task is started
+        // anyway, unconnected (see `Unstarted`).
+        let mut unstarted = Unstarted {
+            manager: self,
+            handle: handle.clone(),
+            parts: Some((rx, seat)),
+        };
+        let mut link = BlenderLink::new(backend);
+        let first = link.connect().await;
+        let owner = match owner {
+            SessionOwner::Rpc => "rpc",
+            SessionOwner::Compat => "compat",
+        };
+        match &first {
+            Ok(()) => {
+                info!(session = %handle.id(), backend = %handle.session.backend.name, address = %link.address(), owner, "session created, Blender connected")
+            }
+            Err(e) => {
+                info!(session = %handle.id(), backend = %handle.session.backend.name, owner, "session created");
+                warn!(session = %handle.id(), error = %e, "Blender not reachable at session start");
+                handle.session.data.lock().last_error = Some(e.to_string());
+            }
+        }
+        handle.session.data.lock().connected = link.is_connected();
+        if let Some((rx, seat)) = unstarted.parts.take() {
+            self.spawn_session(&handle, rx, seat, link);
+        }
         Ok(handle)
     }
 
-    /// Starts a session's task; with `connect_now` it makes the first connect
-    /// attempt before `ready` fires (restored sessions reconnect lazily).
+    /// Starts a session's task with its link (connected for a new session;
+    /// restored sessions reconnect on their first command).
     fn spawn_session(
         &self,
         handle: &SessionHandle,
-        rx: tokio::sync::mpsc::UnboundedReceiver<crate::session::handle::SessionMsg>,
+        rx: mpsc::UnboundedReceiver<SessionMsg>,
         seat: Seat,
-        connect_now: bool,
-    ) -> oneshot::Receiver<()> {
+        link: BlenderLink,
+    ) {
         let config = self.config();
         let limits = ActorLimits {
             history_result_limit: config.history_result_limit,
             snapshot_limit: config.snapshot_limit,
             snapshot_scene_limit: config.snapshot_scene_limit,
-            connect_now,
         };
         let actor = SessionActor::new(
             handle.session.clone(),
+            link,
             rx,
             limits,
             self.persist.clone(),
@@ -352,9 +378,7 @@ impl Manager {
             self.pool.pause.clone(),
             seat,
         );
-        let (ready_tx, ready_rx) = oneshot::channel();
-        self.tasks.spawn(actor.run(ready_tx));
-        ready_rx
+        self.tasks.spawn(actor.run());
     }
 
     pub fn session(&self, id: &str) -> Result<SessionHandle, ManagerError> {
@@ -676,7 +700,8 @@ impl Manager {
             if self.registry.insert_restored(handle.clone()).is_err() {
                 continue;
             }
-            drop(self.spawn_session(&handle, rx, backend.seat(), false));
+            let link = BlenderLink::new(backend.clone());
+            self.spawn_session(&handle, rx, backend.seat(), link);
             sessions += 1;
         }
         for row in restored.jobs {
@@ -794,5 +819,24 @@ fn health_settings(config: &Config) -> HealthSettings {
         interval: config.health_interval,
         timeout: config.health_timeout,
         failures: config.health_failures,
+    }
+}
+
+/// A new session whose task has not been started yet. Dropped with its parts
+/// still in it — the creating caller went away during the first connect — it
+/// starts the task with an unconnected link, so the session is never left
+/// without one (it connects on its first command, like a restored session).
+struct Unstarted<'a> {
+    manager: &'a Manager,
+    handle: SessionHandle,
+    parts: Option<(mpsc::UnboundedReceiver<SessionMsg>, Seat)>,
+}
+
+impl Drop for Unstarted<'_> {
+    fn drop(&mut self) {
+        if let Some((rx, seat)) = self.parts.take() {
+            let link = BlenderLink::new(self.handle.session.backend.clone());
+            self.manager.spawn_session(&self.handle, rx, seat, link);
+        }
     }
 }

@@ -63,8 +63,7 @@ fn stops_cleanly_on_sigterm_and_logs_the_story() {
     let created = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(created.starts_with("created session scene-"), "{created}");
     let id = created.trim().trim_start_matches("created session ");
-    m.wait_log(|l| l.contains("session created") && l.contains(id));
-    m.wait_log(|l| l.contains("Blender connected for session") && l.contains(id));
+    m.wait_log(|l| l.contains("session created, Blender connected") && l.contains(id));
     let before = m.seen.len();
     m.signal(libc::SIGTERM);
     let status = m.wait_exit();

@@ -99,6 +99,40 @@ async fn session_is_created_even_when_blender_is_down() {
     );
 }
 
+/// `create_session` makes the first connect on the caller's task; a caller that
+/// goes away during it must not leave a session without its task.
+#[tokio::test]
+async fn a_caller_gone_during_the_first_connect_leaves_a_working_session() {
+    use blender_session_manager::session::handle::{CommandOrigin, CommandRequest, SessionOwner};
+    use futures::FutureExt;
+
+    let h = Harness::start().await;
+    let manager = h.server.manager.clone();
+    let create = manager.create_session(SessionOwner::Rpc, json!({}));
+    // One poll: the session is registered and its connect is under way (a
+    // connect's first poll never sees the socket writable); then the caller drops it.
+    assert!(
+        create.now_or_never().is_none(),
+        "create_session finished on its first poll"
+    );
+    let sessions = manager.list_sessions();
+    assert_eq!(sessions.len(), 1, "the session stays registered");
+    let handle = manager.session(&sessions[0].session_id).unwrap();
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        handle.submit(CommandRequest {
+            command_type: "get_scene_info".into(),
+            params: None,
+            origin: CommandOrigin::Rpc,
+        }),
+    )
+    .await
+    .expect("the session has a task that runs its commands")
+    .expect("the command ran");
+    assert!(outcome.result.expect("Blender answered").success);
+    assert!(manager.session_info(handle.id()).unwrap().blender.connected);
+}
+
 #[tokio::test]
 async fn unknown_and_closed_sessions_answer_session_not_found() {
     let h = Harness::start().await;

@@ -17,9 +17,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::disconnect::DisconnectReason;
 use super::handle::{CommandOrigin, CommandOutcome, CommandRequest, Session, SessionMsg};
@@ -43,9 +43,6 @@ pub(crate) struct ActorLimits {
     pub history_result_limit: usize,
     pub snapshot_limit: usize,
     pub snapshot_scene_limit: usize,
-    /// Make the first connect attempt at once (new sessions) or on the first
-    /// command (restored sessions).
-    pub connect_now: bool,
 }
 
 pub(crate) struct SessionActor {
@@ -62,8 +59,11 @@ pub(crate) struct SessionActor {
 }
 
 impl SessionActor {
+    /// `link` is the session's link: already connected for a new session (its
+    /// creator made the first attempt), not yet for a restored one.
     pub(crate) fn new(
         session: Arc<Session>,
+        link: BlenderLink,
         rx: mpsc::UnboundedReceiver<SessionMsg>,
         limits: ActorLimits,
         persist: Persist,
@@ -72,7 +72,7 @@ impl SessionActor {
         seat: Seat,
     ) -> Self {
         SessionActor {
-            link: BlenderLink::new(session.backend.clone()),
+            link,
             session,
             rx,
             limits,
@@ -98,27 +98,10 @@ impl SessionActor {
         }
     }
 
-    /// Runs the session until it closes. `ready` fires once the first connect
-    /// attempt has finished, whatever its outcome.
-    pub(crate) async fn run(mut self, ready: oneshot::Sender<()>) {
+    /// Runs the session until it closes.
+    pub(crate) async fn run(mut self) {
         let id = self.session.id.clone();
-        let first = if self.limits.connect_now {
-            Some(self.link.connect().await)
-        } else {
-            None
-        };
-        match first {
-            None => {}
-            Some(Ok(())) => {
-                info!(session = %id, backend = %self.session.backend.name, address = %self.link.address(), "Blender connected for session")
-            }
-            Some(Err(e)) => {
-                warn!(session = %id, error = %e, "Blender not reachable at session start");
-                self.session.data.lock().last_error = Some(e.to_string());
-            }
-        }
         self.session.data.lock().connected = self.link.is_connected();
-        let _ = ready.send(());
         let closing = self.session.closing.clone();
         let (pause, backend) = (self.pause.clone(), self.session.backend.clone());
         let switches = [&*pause, &backend.pause];
