@@ -27,7 +27,7 @@ use crate::jobs::{Job, JobKind, JobStatus, JobTable};
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::raw_json::RawJson;
-use crate::session::actor::{ActorLimits, SessionActor};
+use crate::session::actor::{ActorLimits, ActorServices, SessionActor};
 use crate::session::handle::{CommandRequest, SessionData, SessionInfo, SessionMsg, SessionOwner};
 use crate::session::{
     id, CommandOrigin, CommandOutcome, DisconnectReason, HistoryEntry, SceneState, Session,
@@ -373,9 +373,11 @@ impl Manager {
             link,
             rx,
             limits,
-            self.persist.clone(),
-            self.metrics.clone(),
-            self.pool.pause.clone(),
+            ActorServices {
+                persist: self.persist.clone(),
+                metrics: self.metrics.clone(),
+                pause: self.pool.pause.clone(),
+            },
             seat,
         );
         self.tasks.spawn(actor.run());

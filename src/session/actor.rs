@@ -45,6 +45,14 @@ pub(crate) struct ActorLimits {
     pub snapshot_scene_limit: usize,
 }
 
+/// What the task shares with the rest of the manager.
+pub(crate) struct ActorServices {
+    pub persist: Persist,
+    pub metrics: Arc<Metrics>,
+    /// The whole-manager pause switch (the backend's is `session.backend.pause`).
+    pub pause: Arc<Pause>,
+}
+
 pub(crate) struct SessionActor {
     session: Arc<Session>,
     link: BlenderLink,
@@ -66,11 +74,14 @@ impl SessionActor {
         link: BlenderLink,
         rx: mpsc::UnboundedReceiver<SessionMsg>,
         limits: ActorLimits,
-        persist: Persist,
-        metrics: Arc<Metrics>,
-        pause: Arc<Pause>,
+        services: ActorServices,
         seat: Seat,
     ) -> Self {
+        let ActorServices {
+            persist,
+            metrics,
+            pause,
+        } = services;
         SessionActor {
             link,
             session,
