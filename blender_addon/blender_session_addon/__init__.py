@@ -5,9 +5,9 @@ Blender 4.2+ installs this package as an extension (see blender_manifest.toml); 
 
 * no bpy, importable anywhere: `framing` (JSON frame scanner), `session` (`SessionConnection`),
   `server` (threads and sockets), `mainthread` (the queue into Blender's main thread), `dispatch`
-  (routing, params, `_state`);
-* main thread only: `commands`, `scene`, `screenshot`; `app` wires everything into a
-  `SessionService`;
+  (routing, params, `_state`), `statecache` (the cached `_state` summary);
+* main thread only: `commands`, `scene`, `screenshot`, `scene_events` (Blender's change handlers);
+  `app` wires everything into a `SessionService`;
 * front ends: `ui` (3D View sidebar panel, timer) here, and `headless.py` next to this package.
 
 Importing the package does not import bpy; `register()` does.

@@ -2,13 +2,15 @@
 
 The UI addon (`ui.py`) drains the queue from a `bpy.app.timers` timer; the headless runner
 (`headless.py`) drains it from its own main loop. Either way the `SessionService` is built, started
-and drained on Blender's main thread.
+and drained on Blender's main thread. While it runs, Blender's change notifications mark the
+dispatcher's `_state` cache dirty (`scene_events`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import scene_events
 from .commands import BlenderCommands
 from .dispatch import Dispatcher
 from .mainthread import MainThreadQueue
@@ -44,9 +46,15 @@ class SessionService:
     def start(self) -> tuple[str, int]:
         """Start listening; call on the main thread. Returns the bound (host, port)."""
         self.dispatcher.load_backend()
-        return self.server.start()
+        scene_events.watch(self.dispatcher.state_cache.mark_dirty)
+        try:
+            return self.server.start()
+        except BaseException:
+            scene_events.unwatch(self.dispatcher.state_cache.mark_dirty)
+            raise
 
     def stop(self) -> None:
+        scene_events.unwatch(self.dispatcher.state_cache.mark_dirty)
         self.main_thread.close()
         self.server.stop()
 

@@ -22,6 +22,12 @@ from .dispatch import CommandContext, CommandError, Handler, NamespaceStore
 
 _CODE_FILENAME = "<execute_code>"
 
+# Handlers that only read the scene, so the cached `_state` summary stays valid across them (see
+# `statecache`). Everything else marks it dirty: `execute_code` runs anything, and
+# `get_viewport_screenshot` adds and removes a temporary camera and renders, so it is not listed.
+# Add a command here only if it can never create, delete, rename, select or activate an object.
+READ_ONLY_COMMANDS = frozenset({"get_scene_info", "get_object_info"})
+
 
 def new_namespace() -> dict[str, Any]:
     """What a session's code starts with (the stock addon's namespace)."""
@@ -44,6 +50,9 @@ class BlenderCommands:
 
     def scene_state(self) -> dict[str, Any]:
         return scene.scene_state()
+
+    def read_only_commands(self) -> frozenset[str]:
+        return READ_ONLY_COMMANDS
 
     def blender_version(self) -> str:
         return bpy.app.version_string

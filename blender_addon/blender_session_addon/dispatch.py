@@ -9,7 +9,9 @@
 * calls handlers as `handler(**params)` after checking the params against the handler's signature,
   so an unexpected param is an error reply naming it, never a crash;
 * adds `"_state"` when the request asks for it and the scene state differs from the last one sent
-  on this connection.
+  on this connection. The summary comes from a `SceneStateCache` (see `statecache`), which the
+  dispatcher marks dirty before and after every Blender command not in the backend's
+  `read_only_commands()`; the commands answered on the connection's thread never touch Blender.
 
 The Blender side is anything with the `BlenderBackend` shape (see `commands.BlenderCommands`); tests
 of the socket layer use a stand-in.
@@ -24,10 +26,11 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Collection, Optional, Protocol
 
 from .mainthread import MainThreadQueue
 from .session import SessionConnection
+from .statecache import SceneStateCache
 from .version import ADDON_NAME, ADDON_VERSION
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,10 @@ class BlenderBackend(Protocol):
     def handlers(self) -> dict[str, Handler]: ...
 
     def scene_state(self) -> dict[str, Any]: ...
+
+    def read_only_commands(self) -> Collection[str]:
+        """Handlers known to leave the scene as it was; every other one may change `scene_state()`."""
+        ...
 
     def blender_version(self) -> str: ...
 
@@ -122,12 +129,14 @@ class Dispatcher:
     ) -> None:
         self.main_thread = main_thread
         self.backend = backend
+        self.state_cache = SceneStateCache(backend.scene_state)
         self._sessions_info = sessions_info
         self._is_running = is_running
         self._started_at = time.time()
         self._blender_version = "unknown"
         self._background = False
         self._main_handlers: dict[str, Handler] = {}
+        self._read_only: frozenset[str] = frozenset()
         self._thread_handlers: dict[str, Handler] = {
             "ping": self.ping,
             "get_addon_info": self.get_addon_info,
@@ -143,6 +152,7 @@ class Dispatcher:
     def load_backend(self) -> None:
         """Read what the thread-side handlers report about Blender; call on the main thread."""
         self._main_handlers = dict(self.backend.handlers())
+        self._read_only = frozenset(self.backend.read_only_commands())
         self._blender_version = self.backend.blender_version()
         self._background = self.backend.background()
 
@@ -169,9 +179,21 @@ class Dispatcher:
         if handler is None and not want_state:
             assert reply is not None
             return reply
+        may_change_scene = handler is not None and command_type not in self._read_only
 
         def on_main_thread() -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
-            result = _run_handler(handler, params, context) if handler is not None else reply
+            if handler is None:
+                result = reply
+            elif may_change_scene:
+                # After, even when the handler raises: what it did before failing still counts.
+                # Before as well, which costs nothing: when in doubt, mark.
+                self.state_cache.mark_dirty()
+                try:
+                    result = _run_handler(handler, params, context)
+                finally:
+                    self.state_cache.mark_dirty()
+            else:
+                result = _run_handler(handler, params, context)
             assert result is not None
             return result, self._scene_state() if want_state else None
 
@@ -186,7 +208,7 @@ class Dispatcher:
 
     def _scene_state(self) -> Optional[dict[str, Any]]:
         try:
-            return self.backend.scene_state()
+            return self.state_cache.get()
         except Exception:  # noqa: BLE001 - a reply without _state beats no reply
             log.exception("reading the scene state failed")
             return None

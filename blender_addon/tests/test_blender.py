@@ -163,6 +163,133 @@ def test_state_first_then_only_when_changed(client: Client) -> None:
     assert "_state" not in client.call("execute_code", {"code": "raise ValueError('x')"}, _state=True)
 
 
+STATE_COMPUTATIONS = "import sys\nprint(sys.modules['blender_session_addon.statecache'].total_computations())"
+
+
+def test_state_follows_python_api_edits_made_by_execute_code(client: Client) -> None:
+    # Data-API edits fire no depsgraph handler in background mode: only the command's own marking
+    # can make the next _state see them. Each step first caches the summary with a read-only command.
+    # (Objects linked to the scene's own collection are listed before those of its children.)
+    assert client.call("get_scene_info", _state=True)["_state"]["objects"] == ["Cube", "Light", "Camera"]
+    added = client.call(
+        "execute_code",
+        {"code": "import bpy\nbpy.context.scene.collection.objects.link(bpy.data.objects.new('Empty', None))"},
+        _state=True,
+    )
+    assert added["_state"] == {"objects": ["Empty", "Cube", "Light", "Camera"], "selection": ["Cube"], "active": "Cube"}
+
+    assert "_state" not in client.call("get_object_info", {"name": "Empty"}, _state=True)
+    client.run(  # without _state: still invalidates
+        "import bpy\nbpy.data.objects['Cube'].select_set(False)\nbpy.data.objects['Light'].select_set(True)\n"
+        "bpy.context.view_layer.objects.active = bpy.data.objects['Light']"
+    )
+    selected = client.call("get_object_info", {"name": "Light"}, _state=True)
+    assert selected["_state"] == {"objects": ["Empty", "Cube", "Light", "Camera"], "selection": ["Light"], "active": "Light"}
+
+    assert "_state" not in client.call("get_scene_info", _state=True)
+    removed = client.call("execute_code", {"code": "import bpy\nbpy.data.objects.remove(bpy.data.objects['Light'])"}, _state=True)
+    assert removed["_state"] == {"objects": ["Empty", "Cube", "Camera"], "selection": [], "active": None}
+
+    renamed = client.call(
+        "execute_code", {"code": "import bpy\nbpy.data.objects['Empty'].name = 'Target'\nraise ValueError('after the rename')"}, _state=True
+    )
+    assert renamed["status"] == "error" and renamed["_state"]["objects"] == ["Target", "Cube", "Camera"]
+
+
+def test_state_is_reused_across_read_only_commands(client: Client) -> None:
+    before = int(client.run(STATE_COMPUTATIONS))
+    assert "_state" in client.call("get_scene_info", _state=True)
+    for _ in range(5):
+        assert "_state" not in client.call("get_scene_info", _state=True)
+        assert "_state" not in client.call("get_object_info", {"name": "Cube"}, _state=True)
+        assert "_state" not in client.call("ping", _state=True)
+        assert "_state" not in client.call("get_addon_info", _state=True)
+    assert int(client.run(STATE_COMPUTATIONS)) - before == 1
+    # A mutating command recomputes it, once, even when nothing changed.
+    assert "_state" not in client.call("execute_code", {"code": "pass"}, _state=True)
+    assert "_state" not in client.call("get_scene_info", _state=True)
+    assert int(client.run(STATE_COMPUTATIONS)) - before == 2
+
+
+# Runs the service in this process so the main thread can edit the scene between two commands, the
+# way a user does in the UI; a client thread sends the commands.
+BETWEEN_COMMANDS_SCRIPT = r"""
+import json, queue, socket, sys, threading
+sys.path.insert(0, sys.argv[1])
+import bpy
+from blender_session_addon import scene_events
+from blender_session_addon.app import SessionService
+
+def ours(name):
+    return [h for h in getattr(bpy.app.handlers, name) if getattr(h, "__module__", "") == scene_events.__name__]
+
+service = SessionService(host="127.0.0.1", port=0)
+host, port = service.start()
+assert all(len(ours(name)) == 1 for name in scene_events.HANDLER_LISTS), "handlers not registered"
+edits = queue.Queue()   # client thread -> main thread: code to run between two commands
+done = queue.Queue()    # main thread -> client thread: the edit ran
+replies = {}
+
+def client():
+    try:
+        with socket.create_connection((host, port), timeout=60) as s:
+            reader = s.makefile("rb")
+            def call(command, **params):
+                s.sendall(json.dumps({"type": command, "params": params, "_state": True}).encode())
+                return json.loads(reader.readline())
+            def between(code):
+                edits.put(code)
+                done.get(timeout=60)
+            replies["first"] = call("get_scene_info")
+            between("bpy.data.objects['Light'].select_set(True)\n"
+                    "bpy.context.view_layer.objects.active = bpy.data.objects['Camera']\n"
+                    "bpy.data.objects['Cube'].name = 'Box'\n"
+                    "bpy.context.view_layer.update()")
+            replies["after_update"] = call("get_object_info", name="Box")
+            between("bpy.ops.wm.read_homefile(use_factory_startup=True)")
+            replies["after_load"] = call("get_scene_info")
+            between("bpy.ops.object.select_all(action='DESELECT')")
+            replies["after_operator"] = call("ping")
+    except BaseException as exc:
+        replies["error"] = repr(exc)
+        raise
+    finally:
+        edits.put(None)
+
+talker = threading.Thread(target=client)
+talker.start()
+while True:   # the main thread: serve commands, and run each edit between two of them
+    service.drain(timeout=0.01)
+    try:
+        code = edits.get_nowait()
+    except queue.Empty:
+        continue
+    if code is None:
+        break
+    exec(code)
+    done.put(True)
+talker.join()
+service.stop()
+assert not any(ours(name) for name in scene_events.HANDLER_LISTS), "handlers left registered"
+assert "error" not in replies, replies["error"]
+print("RESULT", json.dumps(replies))
+"""
+
+
+def test_state_sees_edits_made_between_commands(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BETWEEN_COMMANDS_SCRIPT, str(ADDON_DIR)], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    replies = json.loads(line[len("RESULT ") :])
+    assert replies["first"]["_state"] == {"objects": ["Cube", "Light", "Camera"], "selection": ["Cube"], "active": "Cube"}
+    assert replies["after_update"]["status"] == "success"
+    assert replies["after_update"]["_state"] == {"objects": ["Box", "Light", "Camera"], "selection": ["Box", "Light"], "active": "Camera"}
+    assert replies["after_load"]["_state"] == {"objects": ["Cube", "Light", "Camera"], "selection": ["Cube"], "active": "Cube"}
+    assert replies["after_operator"]["_state"] == {"objects": ["Cube", "Light", "Camera"], "selection": [], "active": "Cube"}
+
+
 # -- screenshots ------------------------------------------------------------------------------------
 
 RENDER_SETTINGS = (

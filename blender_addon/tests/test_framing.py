@@ -181,6 +181,9 @@ class FakeBlender:
     def scene_state(self) -> dict[str, Any]:
         return {"objects": list(self.objects), "selection": [], "active": None}
 
+    def read_only_commands(self) -> set[str]:
+        return {"echo", "whoami", "wait"}
+
     def blender_version(self) -> str:
         return "0.0.0"
 
