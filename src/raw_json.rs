@@ -33,6 +33,11 @@ impl RawJson {
         ))
     }
 
+    /// `{}`, without allocating.
+    pub fn empty_object() -> Self {
+        RawJson::from_validated(Bytes::from_static(b"{}"))
+    }
+
     pub fn null() -> Self {
         RawJson(Bytes::from_static(b"null"))
     }

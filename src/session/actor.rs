@@ -116,13 +116,16 @@ impl SessionActor {
         let closing = self.session.closing.clone();
         let (pause, backend) = (self.pause.clone(), self.session.backend.clone());
         let switches = [&*pause, &backend.pause];
+        // One wait for the close, registered once rather than once per message.
+        let closed = closing.cancelled();
+        tokio::pin!(closed);
         loop {
             let paused = self.paused();
             tokio::select! {
                 // Order matters: closing first; then a dead idle socket, so a command
                 // arriving at the same moment reconnects instead of hitting it.
                 biased;
-                _ = closing.cancelled() => break,
+                _ = &mut closed => break,
                 why = self.link.watch_idle() => {
                     let detail = match why {
                         DisconnectReason::ProtocolError => "Blender sent data while no command was in flight",
@@ -449,7 +452,7 @@ impl SessionActor {
             params: req
                 .params
                 .map(|p| p.truncated(self.limits.history_result_limit))
-                .unwrap_or_else(|| RawJson::from_value(&serde_json::json!({}))),
+                .unwrap_or_else(RawJson::empty_object),
             status,
             result: stored_result.clone(),
             error,

@@ -106,7 +106,7 @@ mod tests {
         HistoryEntry {
             seq,
             command: "ping".into(),
-            params: RawJson::from_value(&serde_json::json!({})),
+            params: RawJson::empty_object(),
             status: CommandStatus::Success,
             result: None,
             error: None,
