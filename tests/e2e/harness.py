@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -77,6 +77,24 @@ class Process:
         return self.proc.returncode
 
 
+def start_headless(port: int, ready: Path, timeout: float = 120.0) -> tuple[Process, tuple[str, int]]:
+    """A real headless Blender with the project's addon listening on `port` (0: a free one),
+    waited for through its ready file `ready` (removed first: a killed Blender leaves it)."""
+    ready.unlink(missing_ok=True)
+    p = Process([sys.executable, str(HEADLESS), "--host", "127.0.0.1", "--port", str(port),
+                 "--ready-file", str(ready)])
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if p.proc.poll() is not None:
+            raise AssertionError("headless Blender exited:\n" + "\n".join(p.lines))
+        if time.monotonic() > deadline:
+            p.stop()
+            raise AssertionError("headless Blender never became ready:\n" + "\n".join(p.lines))
+        time.sleep(0.05)
+    host, bound = ready.read_text().strip().rsplit(":", 1)
+    return p, (host, int(bound))
+
+
 class Manager:
     def __init__(self, process: Process, rpc: tuple[str, int], compat: tuple[str, int]) -> None:
         self.process = process
@@ -108,11 +126,17 @@ class Manager:
 def start_manager(blender: tuple[str, int], db: Path) -> Manager:
     """The manager binary in front of `blender`, with its database at `db`."""
     host, port = blender
+    return start_manager_with([f"{host}:{port}"], db)
+
+
+def start_manager_with(backends: list[str], db: Path, extra: Sequence[str] = ()) -> Manager:
+    """The manager binary with one `--blender` flag per entry of `backends`
+    (`[NAME=]HOST:PORT[/WEIGHT]`), its database at `db` and the flags in `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_MANAGER_", "BLENDER_"))}
+    flags = [f for b in backends for f in ("--blender", b)]
     p = Process(
         [str(manager_binary()), "serve", "--listen", "127.0.0.1:0", "--compat-listen", "127.0.0.1:0",
-         "--http-listen", "127.0.0.1:0",
-         "--blender", f"{host}:{port}", "--db", str(db)],
+         "--http-listen", "127.0.0.1:0", *flags, "--db", str(db), *extra],
         env=env,
     )
     m = p.wait_line(r"session manager started .*jsonrpc=(\S+) compat=(\S+)")
