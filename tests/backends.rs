@@ -533,6 +533,61 @@ async fn pause_holds_commands_and_resume_releases_them_in_order() {
     server.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The operator's restart: pause a backend, restart its Blender, resume. A command
+/// that arrived during the pause must go out over a fresh socket to the new Blender,
+/// not over the old one — the session was idle when the pause began, so its task had
+/// already taken the command off its queue and was holding it.
+#[tokio::test]
+async fn a_command_held_by_a_pause_goes_to_the_restarted_blender() {
+    let old = MockBlender::start().await;
+    let addr = old.addr();
+    let server = start(specs(std::slice::from_ref(&old), &[1]), |_| {}).await;
+    let rpc_addr = server.rpc_addr;
+    let mut admin = Rpc::connect(rpc_addr).await;
+    let id = create_on(&mut admin, "a").await;
+
+    admin.ok("pause", json!({"backend": "a"})).await;
+    let held = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut rpc = Rpc::connect(rpc_addr).await;
+            send(&mut rpc, &id, "execute_code", json!({"code": "print(1)"})).await
+        })
+    };
+    eventually("the command to be held", async || {
+        let info = admin
+            .ok("get_session_info", json!({"session_id": id}))
+            .await;
+        (info["queued"] == 1).then_some(())
+    })
+    .await;
+
+    // Blender restarts on the same port while the command is held.
+    old.kill().await;
+    drop(old);
+    let new = MockBlender::start_on(addr)
+        .await
+        .expect("the port is free again");
+    // The session notices its socket died even though it holds a command.
+    eventually("the dead socket to be dropped", async || {
+        let info = admin
+            .ok("get_session_info", json!({"session_id": id}))
+            .await;
+        (info["blender"]["connected"] == false).then_some(())
+    })
+    .await;
+
+    admin.ok("resume", json!({"backend": "a"})).await;
+    let r = held.await.unwrap().expect("the held command succeeds");
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(
+        new.requests_of("execute_code").len(),
+        1,
+        "sent to the new Blender"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn drain_backend_sends_new_sessions_elsewhere_and_keeps_its_own() {
     let m = mocks(2).await;

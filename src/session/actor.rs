@@ -12,7 +12,9 @@
 //!
 //! Pausing (the whole manager or the session's backend) stops the loop from taking
 //! the next message: it stays in the mailbox, in order, until both switches are off.
-//! A message taken just as a pause began is held the same way before it runs.
+//! A message taken just as a pause began (the loop was already waiting for it) is held
+//! by the task before it runs, with the idle socket still watched, so a Blender
+//! restarted during the pause gets the held command over a fresh socket.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,15 +100,35 @@ impl SessionActor {
         self.pause.is_paused() || self.session.backend.pause.is_paused()
     }
 
-    /// Waits out a pause; `false` if the session started closing meanwhile.
-    async fn hold_while_paused(&self) -> bool {
+    /// Waits out a pause with a message in hand; `false` if the session started
+    /// closing meanwhile. The idle socket is still watched: Blender is typically
+    /// restarted during a pause, and the held message must then go out over a
+    /// fresh socket, not the dead one.
+    async fn hold_while_paused(&mut self) -> bool {
         let closing = self.session.closing.clone();
-        let switches = [&*self.pause, &self.session.backend.pause];
-        tokio::select! {
-            biased;
-            _ = closing.cancelled() => false,
-            _ = all_resumed(&switches) => true,
+        let (pause, backend) = (self.pause.clone(), self.session.backend.clone());
+        let switches = [&*pause, &backend.pause];
+        loop {
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => return false,
+                why = self.link.watch_idle() => self.idle_link_died(why),
+                _ = all_resumed(&switches) => return true,
+            }
         }
+    }
+
+    /// The idle socket closed or spoke out of turn: drop it, so the next command
+    /// reconnects instead of hitting it.
+    fn idle_link_died(&mut self, why: DisconnectReason) {
+        let detail = match why {
+            DisconnectReason::ProtocolError => "Blender sent data while no command was in flight",
+            _ => "Blender closed the connection while idle",
+        };
+        warn!(session = %self.session.id, backend = %self.session.backend.name, reason = %why, detail, "dropping idle Blender connection");
+        self.metrics.disconnected(why);
+        self.link.drop_connection(detail);
+        self.sync_link_status();
     }
 
     /// Runs the session until it closes.
@@ -126,16 +148,7 @@ impl SessionActor {
                 // arriving at the same moment reconnects instead of hitting it.
                 biased;
                 _ = &mut closed => break,
-                why = self.link.watch_idle() => {
-                    let detail = match why {
-                        DisconnectReason::ProtocolError => "Blender sent data while no command was in flight",
-                        _ => "Blender closed the connection while idle",
-                    };
-                    warn!(session = %id, backend = %self.session.backend.name, reason = %why, detail, "dropping idle Blender connection");
-                    self.metrics.disconnected(why);
-                    self.link.drop_connection(detail);
-                    self.sync_link_status();
-                }
+                why = self.link.watch_idle() => self.idle_link_died(why),
                 // Closing is the first branch, so a pause never holds a close up.
                 _ = all_resumed(&switches), if paused => {}
                 msg = self.rx.recv(), if !paused => match msg {

@@ -18,17 +18,6 @@ import pytest
 
 from harness import Manager, Process, start_headless, start_manager_with
 
-# A known manager bug keeps the two planned-restart tests skipped. In the session task
-# (src/session/actor.rs, `run`), a message taken from the mailbox just after a pause began
-# waits in `hold_while_paused`, which does not watch the idle Blender socket. If that Blender
-# is restarted during the pause, its old socket's EOF goes unnoticed and at `resume` the held
-# command is written to the dead socket: the caller gets -32010 "Blender closed the connection
-# during execute_code" (duration 0.000 s) instead of the wait that SESSION_MANAGER.md §11.8
-# promises ("held commands run in the order they arrived, over fresh sockets"). The second
-# test reproduces it every time; the first, with callers in a loop, about one run in three.
-PAUSE_HOLD_BUG = ("manager bug: a command held by a backend pause is sent over the socket of the "
-                  "Blender that was restarted during the pause (-32010 at resume)")
-
 NAMES = ("a", "b", "c")
 HEALTH_INTERVAL = 0.25
 HEALTH_FAILURES = 2
@@ -265,7 +254,6 @@ def test_placement_spreads_sessions_and_honours_a_named_backend(mgr: Manager, bl
     assert e.value.args[0]["code"] == -32602 and "unknown backend" in e.value.args[0]["message"]
 
 
-@pytest.mark.skip(reason=PAUSE_HOLD_BUG)
 def test_planned_restart_of_one_blender_only_makes_its_callers_wait(mgr: Manager, blenders: Blenders) -> None:
     placed = place_six(mgr, blenders)
     assert {name: len(s) for name, s in placed.items()} == {"a": 2, "b": 2, "c": 2}, placed
@@ -360,7 +348,6 @@ def test_a_crashed_blender_fails_its_callers_clearly_and_recovers(mgr: Manager, 
     assert all(max(x.t1 - x.t0 for x in c.calls) < COMMAND_TIMEOUT for c in callers)
 
 
-@pytest.mark.skip(reason=PAUSE_HOLD_BUG)
 def test_commands_held_by_a_pause_run_over_fresh_sockets_after_the_restart(mgr: Manager, blenders: Blenders) -> None:
     """The planned restart, step by step: b's sessions are idle when it is paused, each then
     gets a command (held), Blender b restarts, and at `resume` both commands must run on the
