@@ -195,7 +195,13 @@ def place_six(m: Manager, blenders: Blenders) -> dict[str, list[str]]:
         name = info["backend"]  # the backend's name (its address when it has none)
         assert f"{info['blender']['host']}:{info['blender']['port']}" == blenders.address(name), info
         placed[name].append(info["session_id"])
+    assert {name: len(s) for name, s in placed.items()} == {"a": 2, "b": 2, "c": 2}, placed
     return placed
+
+
+def b_and_others(callers: list[Caller]) -> tuple[list[Caller], list[Caller]]:
+    """The callers of backend b (the one restarted), and the rest."""
+    return [c for c in callers if c.backend == "b"], [c for c in callers if c.backend != "b"]
 
 
 def start_callers(m: Manager, placed: dict[str, list[str]]) -> tuple[list[Caller], threading.Event, list[threading.Thread]]:
@@ -229,7 +235,6 @@ def describe(callers: list[Caller]) -> str:
 
 def test_placement_spreads_sessions_and_honours_a_named_backend(mgr: Manager, blenders: Blenders) -> None:
     placed = place_six(mgr, blenders)
-    assert {name: len(s) for name, s in placed.items()} == {"a": 2, "b": 2, "c": 2}, placed
     status = mgr.call("get_manager_status")
     assert [(b["name"], b["address"], b["state"], b["sessions"]) for b in status["backends"]] == [
         (name, blenders.address(name), "up", 2) for name in NAMES
@@ -256,10 +261,8 @@ def test_placement_spreads_sessions_and_honours_a_named_backend(mgr: Manager, bl
 
 def test_planned_restart_of_one_blender_only_makes_its_callers_wait(mgr: Manager, blenders: Blenders) -> None:
     placed = place_six(mgr, blenders)
-    assert {name: len(s) for name, s in placed.items()} == {"a": 2, "b": 2, "c": 2}, placed
     callers, stop, threads = start_callers(mgr, placed)
-    b_callers = [c for c in callers if c.backend == "b"]
-    others = [c for c in callers if c.backend != "b"]
+    b_callers, others = b_and_others(callers)
     try:
         # The documented procedure: drain, pause, restart, resume, undrain.
         assert backend_status(mgr, "b")["state"] == "up"
@@ -306,10 +309,8 @@ def test_planned_restart_of_one_blender_only_makes_its_callers_wait(mgr: Manager
 
 def test_a_crashed_blender_fails_its_callers_clearly_and_recovers(mgr: Manager, blenders: Blenders) -> None:
     placed = place_six(mgr, blenders)
-    assert {name: len(s) for name, s in placed.items()} == {"a": 2, "b": 2, "c": 2}, placed
     callers, stop, threads = start_callers(mgr, placed)
-    b_callers = [c for c in callers if c.backend == "b"]
-    others = [c for c in callers if c.backend != "b"]
+    b_callers, others = b_and_others(callers)
     try:
         blenders.kill("b")
         killed_at = time.monotonic()
