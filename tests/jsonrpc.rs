@@ -162,9 +162,9 @@ async fn big_results_come_back_whole_between_small_replies() {
     }
 }
 
-#[tokio::test]
-async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
-    let h = Harness::start().await;
+/// A caller on its own session that sends `n` commands with 256 KiB replies and
+/// reads none of them: returns its connection and session id.
+async fn start_hog(h: &Harness, n: usize) -> (Rpc, String) {
     let big = "b".repeat(256 * 1024);
     h.mock.always(
         "big",
@@ -172,14 +172,20 @@ async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
     );
     let mut hog = h.rpc().await;
     let id = hog.create().await;
-    // Send many requests with big replies and never read them.
     let line = format!(
         "{}\n",
         json!({"jsonrpc": "2.0", "id": 1, "method": "send_command", "params": {"session_id": id, "command_type": "big"}})
     );
-    for _ in 0..200 {
+    for _ in 0..n {
         hog.send_raw(line.as_bytes()).await;
     }
+    (hog, id)
+}
+
+#[tokio::test]
+async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
+    let h = Harness::start().await;
+    let (_hog, id) = start_hog(&h, 200).await;
     // Another caller is served normally meanwhile.
     let mut other = h.rpc().await;
     let mine = other.create().await;
@@ -202,21 +208,8 @@ async fn a_caller_that_never_reads_does_not_slow_anyone_else() {
 #[tokio::test]
 async fn a_caller_that_stops_reading_is_dropped_after_the_command_timeout() {
     let h = Harness::start_with(|c| c.command_timeout = Duration::from_millis(300)).await;
-    let big = "b".repeat(256 * 1024);
-    h.mock.always(
-        "big",
-        MockAction::Reply(json!({"status": "success", "result": big})),
-    );
-    let mut hog = h.rpc().await;
-    let id = hog.create().await;
     // 100 replies of 256 KiB: far more than the socket buffers hold.
-    let line = format!(
-        "{}\n",
-        json!({"jsonrpc": "2.0", "id": 1, "method": "send_command", "params": {"session_id": id, "command_type": "big"}})
-    );
-    for _ in 0..100 {
-        hog.send_raw(line.as_bytes()).await;
-    }
+    let (mut hog, id) = start_hog(&h, 100).await;
     // Not reading for well over the timeout; then what was sent before the manager
     // gave up, and the end of the stream.
     tokio::time::sleep(Duration::from_secs(2)).await;

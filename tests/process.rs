@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use blender_session_manager::mock_blender::MockBlender;
-use manager_process::{clean_command, rpc_call, temp_dir, ManagerProcess};
+use manager_process::{clean_command, rpc_call, serve_command, temp_dir, ManagerProcess};
 
 #[test]
 fn refuses_a_non_loopback_listen_without_a_token() {
@@ -162,16 +162,7 @@ fn cli_says_when_the_manager_cannot_be_reached() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let mut child = clean_command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--compat-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = serve_command()
         .args(["--blender", "127.0.0.1:1", "--log-format", "json"])
         .stderr(Stdio::piped())
         .spawn()

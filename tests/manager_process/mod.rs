@@ -24,6 +24,21 @@ pub fn clean_command() -> Command {
     c
 }
 
+/// `serve` on ephemeral loopback ports (JSON-RPC, compat, HTTP); add the rest.
+pub fn serve_command() -> Command {
+    let mut c = clean_command();
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--compat-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
 /// A scratch directory unique to this process and `name`.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("bsm-proc-{name}-{}", std::process::id()));
@@ -56,17 +71,8 @@ impl ManagerProcess {
 
     /// As [`start`](Self::start), with `RUST_LOG` set to `filter`.
     pub fn start_with_log(extra: &[&str], filter: &str) -> ManagerProcess {
-        let mut command = clean_command();
+        let mut command = serve_command();
         command.env("RUST_LOG", filter);
-        command.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--compat-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ]);
         command.args(extra);
         Self::spawn(command)
     }
