@@ -325,7 +325,7 @@ impl Manager {
         // caller is answered without a round trip through the session task. A
         // caller that goes away during it leaves a session whose task is started
         // anyway, unconnected (see `Unstarted`).
-        let mut unstarted = Unstarted {
+        let unstarted = Unstarted {
             manager: self,
             handle: handle.clone(),
             parts: Some((rx, seat)),
@@ -347,9 +347,7 @@ impl Manager {
             }
         }
         handle.session.data.lock().connected = link.is_connected();
-        if let Some((rx, seat)) = unstarted.parts.take() {
-            self.spawn_session(&handle, rx, seat, link);
-        }
+        unstarted.start(link);
         Ok(handle)
     }
 
@@ -834,11 +832,24 @@ struct Unstarted<'a> {
     parts: Option<(mpsc::UnboundedReceiver<SessionMsg>, Seat)>,
 }
 
+impl Unstarted<'_> {
+    /// Starts the session's task with `link` (once; later calls do nothing).
+    fn spawn_with(&mut self, link: BlenderLink) {
+        if let Some((rx, seat)) = self.parts.take() {
+            self.manager.spawn_session(&self.handle, rx, seat, link);
+        }
+    }
+
+    fn start(mut self, link: BlenderLink) {
+        self.spawn_with(link);
+    }
+}
+
 impl Drop for Unstarted<'_> {
     fn drop(&mut self) {
-        if let Some((rx, seat)) = self.parts.take() {
+        if self.parts.is_some() {
             let link = BlenderLink::new(self.handle.session.backend.clone());
-            self.manager.spawn_session(&self.handle, rx, seat, link);
+            self.spawn_with(link);
         }
     }
 }
